@@ -1,0 +1,81 @@
+/**
+ * The event shape the sync service sends to `assets:applyEvents`, already
+ * decoded from S3's notification record (keys URL-decoded, times in ms).
+ *
+ * The argument validator rejects a malformed batch as a whole; `findProblem`
+ * catches what a validator cannot express, per event, so one bad record
+ * never blocks the others.
+ */
+import { Infer, v } from "convex/values";
+import { eventType, objectFields } from "./schema";
+
+/** The caller splits larger batches; this keeps a worst-case batch inside a mutation's limits. */
+export const MAX_BATCH_EVENTS = 1_000;
+
+/**
+ * Largest event accepted, as UTF-8 JSON. Real notifications are far smaller
+ * (S3 caps user metadata at 2 KB); the bound is what lets
+ * MAX_BATCH_EVENTS worst-case events stay under the 16 MiB read limit, since
+ * an update reads its record twice (lookup and patch).
+ */
+export const MAX_EVENT_BYTES = 6 * 1024;
+
+/** S3's own limit on a key. */
+export const MAX_KEY_BYTES = 1024;
+
+// Anything below this is seconds, not milliseconds (1e11 ms is March 1973).
+const MIN_EVENT_TIME_MS = 1e11;
+
+export const s3EventValidator = v.object({
+  type: eventType,
+  bucket: v.string(),
+  key: v.string(),
+  eventName: v.string(),
+  eventTime: v.number(),
+  sequencer: v.optional(v.string()),
+  ...objectFields,
+  // Correlation with the delivery, e.g. "sqs:<messageId>"; lands in history.
+  source: v.optional(v.string()),
+});
+
+export type S3Event = Infer<typeof s3EventValidator>;
+
+const utf8 = new TextEncoder();
+
+/** Why this event cannot be applied, or null when it can. */
+export function findProblem(event: S3Event): string | null {
+  if (event.bucket === "") return "bucket is empty";
+  if (event.key === "") return "key is empty";
+  if (utf8.encode(event.key).length > MAX_KEY_BYTES) {
+    return `key is longer than ${MAX_KEY_BYTES} bytes`;
+  }
+  if (event.eventName === "") return "eventName is empty";
+  if (!Number.isFinite(event.eventTime) || event.eventTime < 0) {
+    return "eventTime is not a time";
+  }
+  if (event.eventTime < MIN_EVENT_TIME_MS) {
+    return "eventTime looks like seconds; expected milliseconds since epoch";
+  }
+  if (event.sequencer !== undefined && !/^[0-9A-Fa-f]+$/.test(event.sequencer)) {
+    return "sequencer is not hexadecimal";
+  }
+  if (event.type === "created" && event.size === undefined) {
+    return "created event without size";
+  }
+  if (
+    event.size !== undefined &&
+    !(Number.isSafeInteger(event.size) && event.size >= 0)
+  ) {
+    return "size is not a non-negative integer";
+  }
+  for (const field of ["urlExpiresAt", "version"] as const) {
+    const value = event[field];
+    if (value !== undefined && !Number.isFinite(value)) {
+      return `${field} is not a finite number`;
+    }
+  }
+  if (utf8.encode(JSON.stringify(event)).length > MAX_EVENT_BYTES) {
+    return `event is larger than ${MAX_EVENT_BYTES} bytes`;
+  }
+  return null;
+}
