@@ -1,0 +1,111 @@
+"""The end of a message's path: delete it, release it for a retry, or dead-letter it.
+
+Deleting happens in exactly one place (:meth:`Acknowledger._delete_batch`), and only after
+every record of the message committed in Convex. A dead-lettered message is first *sent* to
+the DLQ with its reason, then deleted — a crash between the two duplicates, never drops.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from consumer.aws import map_aws_error
+from consumer.batching import MicroBatcher
+from consumer.inflight import InFlight, InFlightMessage
+
+log = logging.getLogger(__name__)
+
+REASON_ATTRIBUTE = "s3convex.failure-reason"
+SOURCE_ID_ATTRIBUTE = "s3convex.source-message-id"
+RECEIVES_ATTRIBUTE = "s3convex.receive-count"
+FAILED_AT_ATTRIBUTE = "s3convex.failed-at"
+_MAX_ATTRIBUTES = 10  # SQS allows at most 10 message attributes per message
+_GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight"})
+
+
+class Acknowledger:
+    def __init__(self, sqs: Any, queue_url: str, dlq_url: str, in_flight: InFlight) -> None:
+        self._sqs = sqs
+        self._queue_url = queue_url
+        self._dlq_url = dlq_url
+        self._in_flight = in_flight
+        self.deletes: MicroBatcher[InFlightMessage, bool] = MicroBatcher(
+            self._delete_batch, max_size=10, max_wait=0.005, max_concurrent=8
+        )
+
+    async def delete(self, message: InFlightMessage) -> None:
+        try:
+            await self.deletes.submit(message)
+        finally:
+            await self._in_flight.done(message)
+
+    async def release(self, message: InFlightMessage, delay_seconds: int, reason: str) -> None:
+        """Make the message visible again after ``delay_seconds`` (0 = at once)."""
+        try:
+            await self._sqs.change_message_visibility(
+                QueueUrl=self._queue_url,
+                ReceiptHandle=message.receipt_handle,
+                VisibilityTimeout=delay_seconds,
+            )
+            log.info("released", extra={"delay_s": delay_seconds, "reason": reason,
+                                        "receive_count": message.receive_count})
+        except Exception as exc:
+            # The message comes back on its own when its visibility timeout runs out.
+            log.warning("release failed", extra={"error": str(map_aws_error(exc, "ChangeMessageVisibility"))})
+        finally:
+            await self._in_flight.done(message)
+
+    async def dead_letter(self, message: InFlightMessage, reason: str) -> None:
+        attributes = _dlq_attributes(message, reason)
+        try:
+            await self._sqs.send_message(
+                QueueUrl=self._dlq_url, MessageBody=message.body, MessageAttributes=attributes
+            )
+        except Exception as exc:
+            log.error("dead-letter send failed; message will be retried",
+                      extra={"error": str(map_aws_error(exc, "SendMessage"))})
+            await self._in_flight.done(message)
+            return
+        log.warning("dead-lettered", extra={"reason": reason, "receive_count": message.receive_count})
+        await self.delete(message)
+
+    async def _delete_batch(self, messages: Sequence[InFlightMessage]) -> list[bool]:
+        entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(messages)]
+        try:
+            response = await self._sqs.delete_message_batch(QueueUrl=self._queue_url, Entries=entries)
+        except (ClientError, OSError) as exc:
+            log.warning("delete batch failed; messages will be redelivered and re-applied idempotently",
+                        extra={"error": str(map_aws_error(exc, "DeleteMessageBatch")), "count": len(entries)})
+            return [False] * len(messages)
+        ok = [True] * len(messages)
+        for failure in response.get("Failed", []):
+            index = int(failure["Id"])
+            ok[index] = False
+            gone = failure.get("Code") in _GONE_CODES
+            log.log(
+                logging.INFO if gone else logging.WARNING,
+                "delete entry failed; the message will come back and be re-applied idempotently",
+                extra={"message_id": messages[index].message_id, "code": failure.get("Code")},
+            )
+        return ok
+
+
+def _dlq_attributes(message: InFlightMessage, reason: str) -> dict[str, Any]:
+    ours = {
+        REASON_ATTRIBUTE: reason[:1000],
+        SOURCE_ID_ATTRIBUTE: message.message_id,
+        RECEIVES_ATTRIBUTE: str(message.receive_count),
+        FAILED_AT_ATTRIBUTE: datetime.now(UTC).isoformat(timespec="milliseconds"),
+    }
+    kept = {
+        name: {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
+        for name, value in message.message_attributes.items()
+        if not name.startswith("s3convex.")
+    }
+    kept = dict(list(kept.items())[: _MAX_ATTRIBUTES - len(ours)])
+    return {**kept, **{k: {"DataType": "String", "StringValue": v} for k, v in ours.items()}}

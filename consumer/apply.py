@@ -1,0 +1,102 @@
+"""Apply asset changes in Convex: one ``assets:applyEvents`` mutation per batch.
+
+A Convex outage is retried *in place*: the batch's messages stay in flight (the visibility
+heartbeat keeps them hidden, and the full in-flight bound stops receiving), so an outage costs
+no SQS receive count and loses nothing; only past ``hold_seconds`` is it handed back to the
+message as a retryable error. A function error on a batch is bisected to the events that cause
+it, so one bad event fails one message, not its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from consumer.backoff import backoff_delay
+from consumer.convex_client import ConvexClient
+from consumer.errors import ConvexFunctionError, ConvexUnavailable
+from handlers.asset import AssetChange
+
+log = logging.getLogger(__name__)
+
+APPLY_EVENTS = "assets:applyEvents"
+# convex/assets.ts MAX_EVENTS_PER_BATCH: keeps one mutation inside Convex's limits.
+MAX_EVENTS_PER_MUTATION = 1000
+
+Status = Literal["applied", "stale", "duplicate", "error"]
+COMMITTED: frozenset[str] = frozenset({"applied", "stale", "duplicate"})
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    status: Status
+    reason: str | None = None
+
+    @property
+    def committed(self) -> bool:
+        return self.status in COMMITTED
+
+
+class ConvexApplier:
+    def __init__(
+        self,
+        convex: ConvexClient,
+        *,
+        hold_seconds: float = 900.0,
+        backoff_base: float = 0.25,
+        backoff_cap: float = 10.0,
+    ) -> None:
+        self._convex = convex
+        self._hold_seconds = hold_seconds
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+
+    async def apply(self, changes: Sequence[AssetChange]) -> list[ApplyResult]:
+        if len(changes) > MAX_EVENTS_PER_MUTATION:
+            half = len(changes) // 2
+            return [*await self.apply(changes[:half]), *await self.apply(changes[half:])]
+        started = time.monotonic()
+        try:
+            raw = await self._mutate_until_available(changes)
+        except ConvexFunctionError as exc:
+            if len(changes) == 1:
+                return [ApplyResult("error", f"Convex rejected the event: {exc.error_message}")]
+            half = len(changes) // 2
+            return [*await self.apply(changes[:half]), *await self.apply(changes[half:])]
+        results = [ApplyResult(item["status"], item.get("reason")) for item in raw]
+        counts = Counter(result.status for result in results)
+        log.info(
+            "flush",
+            extra={"events": len(changes), **counts, "ms": round((time.monotonic() - started) * 1000, 1)},
+        )
+        return results
+
+    async def _mutate_until_available(self, changes: Sequence[AssetChange]) -> list[dict]:
+        payload = {"events": [change.to_convex() for change in changes]}
+        first_failure: float | None = None
+        attempt = 0
+        while True:
+            try:
+                raw = await self._convex.mutation(APPLY_EVENTS, payload)
+            except ConvexUnavailable as exc:
+                now = time.monotonic()
+                first_failure = first_failure or now
+                if now - first_failure >= self._hold_seconds:
+                    raise
+                attempt += 1
+                delay = backoff_delay(attempt, base=self._backoff_base, cap=self._backoff_cap)
+                log.warning(
+                    "convex unavailable, holding batch",
+                    extra={"events": len(changes), "attempt": attempt, "retry_in_s": round(delay, 2),
+                           "error": str(exc)},
+                )
+                await asyncio.sleep(delay)
+                continue
+            if not isinstance(raw, list) or len(raw) != len(changes):
+                raise ConvexFunctionError(APPLY_EVENTS, f"expected {len(changes)} results, got {raw!r:.200}")
+            return raw

@@ -1,0 +1,85 @@
+"""aiobotocore clients for S3 and SQS, and the mapping of botocore errors into our two roots.
+
+Everything that talks to AWS goes through clients made here, so endpoint, region, pool size
+and botocore's own retry budget are decided in one place. botocore retries throttling a few
+times itself ("standard" mode); what still fails is mapped by :func:`map_aws_error`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from consumer.config import Settings
+from consumer.errors import StorageError, StorageUnavailable, SyncError
+
+_RETRYABLE_CODES = frozenset(
+    {
+        "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
+        "RequestThrottledException", "SlowDown", "TooManyRequestsException",
+        "ProvisionedThroughputExceededException", "RequestLimitExceeded",
+        "InternalError", "InternalFailure", "ServiceUnavailable", "RequestTimeout",
+        "RequestTimeoutException", "PriorRequestNotComplete", "KMS.ThrottlingException",
+    }
+)
+_NETWORK_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
+
+
+@dataclass(frozen=True, slots=True)
+class AwsClients:
+    s3: Any
+    sqs: Any
+
+
+@contextlib.asynccontextmanager
+async def open_clients(settings: Settings, *, max_pool_connections: int = 64) -> AsyncIterator[AwsClients]:
+    config = AioConfig(
+        max_pool_connections=max_pool_connections,
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=5,
+        read_timeout=settings.consumer_wait_seconds + 10,  # a long poll must not time out
+        s3={"addressing_style": "path"} if settings.endpoint_url else None,
+    )
+    session = get_session()
+    kwargs = {"region_name": settings.aws_region, "endpoint_url": settings.endpoint_url, "config": config}
+    async with (
+        session.create_client("s3", **kwargs) as s3,
+        session.create_client("sqs", **kwargs) as sqs,
+    ):
+        yield AwsClients(s3=s3, sqs=sqs)
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def http_status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def map_aws_error(exc: Exception, action: str) -> SyncError:
+    """Map a botocore error to :class:`StorageUnavailable` (retry later) or :class:`StorageError`."""
+    if isinstance(exc, ClientError):
+        code, status = error_code(exc), http_status(exc)
+        text = f"{action}: {code or 'error'} (HTTP {status})"
+        if code in _RETRYABLE_CODES or status == 429 or status >= 500:
+            return StorageUnavailable(text)
+        return StorageError(text)
+    if isinstance(exc, _NETWORK_ERRORS | OSError | TimeoutError):
+        return StorageUnavailable(f"{action}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, BotoCoreError):
+        return StorageError(f"{action}: {type(exc).__name__}: {exc}")
+    return StorageUnavailable(f"{action}: {type(exc).__name__}: {exc}")

@@ -1,0 +1,104 @@
+"""Coalesce items from many concurrent callers into batches: flush at N items or T seconds.
+
+``await batcher.submit(item)`` returns that item's own result once the batch holding it has
+been flushed; an exception raised by the flush reaches every caller of that batch. At most
+``max_concurrent`` flushes run at once; beyond that, items wait (and callers with them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+FlushFn = Callable[[Sequence[T]], Awaitable[Sequence[R]]]
+
+
+class MicroBatcher(Generic[T, R]):
+    def __init__(
+        self,
+        flush: FlushFn[T, R],
+        *,
+        max_size: int,
+        max_wait: float,
+        max_concurrent: int,
+    ) -> None:
+        if max_size < 1 or max_concurrent < 1:
+            raise ValueError("max_size and max_concurrent must be positive")
+        self._flush = flush
+        self._max_size = max_size
+        self._max_wait = max_wait
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._oldest_at = 0.0
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: T) -> R:
+        if self._closing:
+            raise RuntimeError("batcher is closed")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        if not self._pending:
+            self._oldest_at = time.monotonic()
+        self._pending.append((item, future))
+        if len(self._pending) == 1 or len(self._pending) >= self._max_size:
+            self._wake.set()
+        return await future
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def run(self) -> None:
+        """The flush loop; run it as a supervised task until :meth:`close`."""
+        while not (self._closing and not self._pending):
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                due = self._oldest_at + self._max_wait
+                if len(self._pending) < self._max_size and not self._closing and time.monotonic() < due:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), due - time.monotonic())
+                    self._wake.clear()
+                    continue
+                await self._slots.acquire()
+                batch = self._pending[: self._max_size]
+                del self._pending[: self._max_size]
+                self._oldest_at = time.monotonic()
+                task = asyncio.create_task(self._flush_batch(batch), name="batch-flush")
+                self._flushes.add(task)
+                task.add_done_callback(self._flushes.discard)
+
+    async def close(self) -> None:
+        """Flush what is pending, wait for running flushes, then stop :meth:`run`."""
+        self._closing = True
+        self._wake.set()
+        while self._pending or self._flushes:
+            if self._flushes:
+                await asyncio.gather(*self._flushes, return_exceptions=True)
+            else:
+                await asyncio.sleep(0.001)
+
+    async def _flush_batch(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._flush([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"flush returned {len(results)} results for {len(batch)} items")
+        except BaseException as exc:  # every caller of this batch learns why
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+        finally:
+            self._slots.release()

@@ -1,0 +1,95 @@
+"""``s3convex`` — the command line.
+
+Every command reads its settings from the environment (see ``consumer.config``); flags only
+override. There is one error exit path (:func:`main`): a configuration problem prints one line
+and exits 2, any other error of ours prints its cause chain and exits 1 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Annotated
+
+import typer
+
+from consumer.errors import ConfigError, SyncError
+
+app = typer.Typer(
+    name="s3convex",
+    help="Keep S3 objects and their Convex asset records in sync.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Sub-apps live beside the code they drive; each module exposes a ``typer.Typer`` named ``app``.
+for _module, _name in (("infra.cli", "infra"),):
+    try:
+        app.add_typer(importlib.import_module(_module).app, name=_name)
+    except ModuleNotFoundError as _exc:  # pragma: no cover - only while a sub-app is missing
+        if _exc.name != _module:
+            raise
+
+
+@app.command()
+def run(
+    drain: Annotated[
+        bool, typer.Option("--drain", help="Exit 0 once the queue is empty and all work is acked.")
+    ] = False,
+) -> None:
+    """Run the consumer daemon: receive → decode → dispatch → apply → ack."""
+    from consumer.config import load_settings
+    from consumer.daemon import run_daemon
+    from consumer.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    raise typer.Exit(run_daemon(settings, drain=drain))
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the effective configuration (secrets hidden) and exit 2 if it is invalid."""
+    from consumer.config import load_settings
+
+    settings = load_settings()
+    for name, value in sorted(settings.model_dump(mode="json").items()):
+        typer.echo(f"{name.upper()}={value if value is not None else ''}")
+
+
+def main() -> None:
+    try:
+        exit_code = app(standalone_mode=False)
+    except ConfigError as exc:
+        print(f"s3convex: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except SyncError as exc:
+        print(f"s3convex: error: {_cause_chain(exc)}", file=sys.stderr)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("s3convex: aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+    sys.exit(exit_code if isinstance(exit_code, int) else 0)
+
+
+def _cause_chain(exc: BaseException) -> str:
+    parts = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(str(current) or type(current).__name__)
+        current = current.__cause__ or current.__context__
+    return " <- ".join(parts)

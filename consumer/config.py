@@ -1,0 +1,123 @@
+"""Configuration from the environment (and an optional ``.env``), validated once at start.
+
+Every setting is an environment variable named like the field in upper case. A missing or
+invalid value is reported by :func:`load_settings` as one line naming the variable and what
+is allowed; the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from consumer.errors import ConfigError
+
+# S3's bucket naming rules (general purpose buckets): 3-63 chars, lowercase, digits, dots, hyphens.
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+SEVEN_DAYS = 7 * 24 * 3600
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- AWS (S3 + SQS). Credentials come from the standard AWS chain, never from here.
+    aws_endpoint_url: AnyHttpUrl | None = None
+    aws_region: str = "us-east-1"
+    s3_bucket: str
+    sqs_queue_name: str = "s3convex-events"
+    sqs_queue_url: AnyHttpUrl | None = None
+    sqs_dlq_name: str = "s3convex-events-dlq"
+    sqs_max_receive_count: int = Field(5, ge=1, le=1000)
+    sqs_visibility_timeout: int = Field(60, ge=1, le=43200)
+    s3_notification_prefix: str = ""
+    s3_notification_suffix: str = ""
+
+    # --- Convex
+    convex_url: AnyHttpUrl
+    convex_deploy_key: SecretStr
+    convex_timeout: float = Field(10.0, gt=0, le=300)
+
+    # --- Asset URLs
+    s3_public_base_url: AnyHttpUrl | None = None
+    s3_presign_expires: int = Field(3600, ge=1, le=SEVEN_DAYS)
+    s3_upload_on_write: bool = False
+
+    # --- Consumer daemon
+    consumer_pollers: PositiveInt = 4
+    consumer_max_in_flight: PositiveInt = 500
+    consumer_flush_events: int = Field(200, ge=1, le=1000)
+    consumer_flush_ms: int = Field(50, ge=0, le=60_000)
+    consumer_max_concurrent_flushes: int = Field(8, ge=1, le=16)
+    consumer_head_concurrency: PositiveInt = 32
+    consumer_grace_seconds: float = Field(20.0, ge=0)
+    consumer_wait_seconds: int = Field(20, ge=0, le=20)
+    health_port: int | None = Field(None, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not _BUCKET_RE.match(value) or ".." in value:
+            raise ValueError("must be an S3 bucket name: 3-63 of a-z 0-9 . -")
+        return value
+
+    @field_validator("sqs_queue_name", "sqs_dlq_name")
+    @classmethod
+    def _queue_name(cls, value: str) -> str:
+        if not _QUEUE_RE.match(value):
+            raise ValueError("must be an SQS queue name: 1-80 of A-Z a-z 0-9 _ -")
+        return value
+
+    @field_validator("convex_deploy_key")
+    @classmethod
+    def _key_not_blank(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_queues(self) -> Settings:
+        if self.sqs_queue_name == self.sqs_dlq_name:
+            raise ValueError("SQS_DLQ_NAME must differ from SQS_QUEUE_NAME")
+        return self
+
+    @property
+    def endpoint_url(self) -> str | None:
+        """The AWS endpoint as botocore wants it (no trailing slash), or None for real AWS."""
+        return str(self.aws_endpoint_url).rstrip("/") if self.aws_endpoint_url else None
+
+    @property
+    def convex_base_url(self) -> str:
+        return str(self.convex_url).rstrip("/")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning pydantic's report into one line per bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "configuration"
+        variable = field.upper()
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            lines.append(f"{variable} is not set (required)")
+        elif "input" in error and field and not isinstance(error["input"], dict):
+            shown = "<hidden>" if "key" in field else repr(error["input"])
+            lines.append(f"{variable}={shown} is invalid: {message}")
+        else:
+            lines.append(f"{variable}: {message}")
+    return "; ".join(lines)

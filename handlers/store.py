@@ -1,0 +1,75 @@
+"""What S3 holds now for a key: HeadObject behind a small protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+
+from consumer.aws import error_code, http_status, map_aws_error
+from handlers.asset import Checksums, Encryption
+
+_CHECKSUM_FIELDS = {
+    "ChecksumSHA256": "sha256",
+    "ChecksumSHA1": "sha1",
+    "ChecksumCRC32": "crc32",
+    "ChecksumCRC32C": "crc32c",
+    "ChecksumCRC64NVME": "crc64nvme",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectHead:
+    size: int
+    etag: str
+    content_type: str | None = None
+    version_id: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    checksums: Checksums | None = None
+    encryption: Encryption | None = None
+    storage_class: str | None = None
+
+
+class ObjectStore(Protocol):
+    async def head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectHead | None:
+        """The object's current metadata, or None when it no longer exists."""
+        ...
+
+
+class S3ObjectStore:
+    def __init__(self, s3_client: Any) -> None:
+        self._s3 = s3_client
+
+    async def head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectHead | None:
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
+        if version_id and version_id != "null":
+            params["VersionId"] = version_id
+        try:
+            response = await self._s3.head_object(**params)
+        except ClientError as exc:
+            # HEAD has no body, so a missing key or version is a bare 404 (or 400 for a
+            # malformed version id on some servers): the object is gone, not an error loop.
+            if http_status(exc) == 404 or error_code(exc) in {"404", "NoSuchKey", "NoSuchVersion"}:
+                return None
+            raise map_aws_error(exc, "HeadObject") from exc
+        except Exception as exc:
+            raise map_aws_error(exc, "HeadObject") from exc
+        return _to_head(response)
+
+
+def _to_head(response: dict[str, Any]) -> ObjectHead:
+    checksums = {
+        name: response[field_name] for field_name, name in _CHECKSUM_FIELDS.items() if response.get(field_name)
+    }
+    sse = response.get("ServerSideEncryption")
+    return ObjectHead(
+        size=int(response.get("ContentLength", 0)),
+        etag=str(response.get("ETag", "")).strip('"'),
+        content_type=response.get("ContentType"),
+        version_id=response.get("VersionId") or None,
+        metadata=dict(response.get("Metadata") or {}),
+        checksums=Checksums(**checksums) if checksums else None,
+        encryption=Encryption(sse=sse, kmsKeyId=response.get("SSEKMSKeyId")) if sse else None,
+        storage_class=response.get("StorageClass") or "STANDARD",
+    )

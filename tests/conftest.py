@@ -1,0 +1,50 @@
+"""Shared fixtures: the real local servers every integration test talks to.
+
+- S3 + SQS: moto or LocalStack, chosen once per session with ``--backend`` (``tests/backends.py``).
+- Convex: the project's local Convex server (``infra/convex_local``), running ``convex/``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from consumer.convex_client import ConvexClient
+from infra.local_convex import LocalConvex, start_local_convex
+
+pytest_plugins = ["tests.backends"]
+
+
+@pytest.fixture(scope="session")
+def convex_server() -> Iterator[LocalConvex]:
+    server = start_local_convex(admin_key="test-admin-" + secrets.token_hex(16))
+    yield server
+    server.stop()
+
+
+def set_convex_faults(server: LocalConvex, **faults: float) -> None:
+    """Tell the local Convex server to inject faults (rate503, rate429, latencyMs, failAfterCommit)."""
+    body = {"rate503": 0, "rate429": 0, "latencyMs": 0, "failAfterCommit": 0, **faults}
+    response = httpx.post(
+        f"{server.url}/_local/faults",
+        json=body,
+        headers={"Authorization": f"Convex {server.admin_key}"},
+    )
+    response.raise_for_status()
+
+
+@pytest.fixture
+def convex_faults(convex_server: LocalConvex) -> Iterator[object]:
+    """Set faults for one test; they are cleared afterwards whatever happens."""
+    yield lambda **faults: set_convex_faults(convex_server, **faults)
+    set_convex_faults(convex_server)
+
+
+@pytest.fixture
+async def convex(convex_server: LocalConvex) -> AsyncIterator[ConvexClient]:
+    async with ConvexClient(convex_server.url, SecretStr(convex_server.admin_key)) as client:
+        yield client
