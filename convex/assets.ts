@@ -1,0 +1,269 @@
+/**
+ * Asset records: one per (bucket, key), moved forward by S3 events.
+ *
+ * `applyEvents` is the only writer. It is idempotent because HTTP mutations
+ * carry no idempotency key and SQS redelivers: replaying a batch finds every
+ * event at or behind its record's position and writes nothing.
+ *
+ * All functions are internal: the sync service calls them with a deploy key,
+ * and the UI gets its own public queries that decide what to expose.
+ */
+import { paginationOptsValidator, paginationResultValidator } from "convex/server";
+import { ConvexError, Infer, ObjectType, v } from "convex/values";
+import { Doc, Id } from "./_generated/dataModel";
+import { MutationCtx, internalMutation, internalQuery } from "./_generated/server";
+import { MAX_BATCH_EVENTS, S3Event, findProblem, s3EventValidator } from "./events";
+import { EventPosition, judge } from "./ordering";
+import schema, { assetStatus, objectFields } from "./schema";
+
+export const applyResultValidator = v.object({
+  status: v.union(
+    v.literal("applied"),
+    v.literal("stale"),
+    v.literal("duplicate"),
+    v.literal("error"),
+  ),
+  reason: v.optional(v.string()),
+  assetId: v.optional(v.id("assets")),
+});
+
+export type ApplyResult = Infer<typeof applyResultValidator>;
+
+const assetDoc = schema.doc("assets");
+const versionDoc = schema.doc("assetVersions");
+
+export const MAX_HISTORY = 1_000;
+
+/** Applies S3 events in order; one result per event, in input order. */
+export const applyEvents = internalMutation({
+  args: { events: v.array(s3EventValidator) },
+  returns: v.array(applyResultValidator),
+  handler: async (ctx, { events }) => {
+    if (events.length > MAX_BATCH_EVENTS) {
+      throw new ConvexError({
+        code: "BatchTooLarge",
+        max: MAX_BATCH_EVENTS,
+        got: events.length,
+      });
+    }
+    const now = Date.now();
+    const results: ApplyResult[] = [];
+    // Sequential on purpose: a later event for the same key must see what the
+    // earlier one wrote.
+    for (const event of events) {
+      const problem = findProblem(event);
+      results.push(
+        problem === null
+          ? await applyOne(ctx, event, now)
+          : { status: "error", reason: problem },
+      );
+    }
+    return results;
+  },
+});
+
+async function applyOne(
+  ctx: MutationCtx,
+  event: S3Event,
+  now: number,
+): Promise<ApplyResult> {
+  const asset = await ctx.db
+    .query("assets")
+    .withIndex("by_bucket_key", (q) =>
+      q.eq("bucket", event.bucket).eq("key", event.key),
+    )
+    .unique();
+
+  let assetId: Id<"assets">;
+  let revision: number;
+  if (asset === null) {
+    revision = 1;
+    assetId = await ctx.db.insert("assets", {
+      bucket: event.bucket,
+      key: event.key,
+      ...objectFieldsOf(event),
+      ...(event.type === "created" ? available() : tombstone(event)),
+      ...positionOf(event, now),
+      revision,
+      createdAt: now,
+    });
+  } else {
+    const verdict = judge(recordPosition(asset), eventPosition(event));
+    if (verdict !== "applied") return { status: verdict, assetId: asset._id };
+    revision = asset.revision + 1;
+    await ctx.db.patch("assets", asset._id, {
+      // A removal keeps the last known metadata so the UI can show what went.
+      ...(event.type === "created"
+        ? { ...objectFieldsOf(event), ...available() }
+        : tombstone(event)),
+      ...positionOf(event, now),
+      revision,
+    });
+    assetId = asset._id;
+  }
+
+  await ctx.db.insert("assetVersions", {
+    assetId,
+    revision,
+    bucket: event.bucket,
+    key: event.key,
+    type: event.type,
+    eventName: event.eventName,
+    eventTime: event.eventTime,
+    sequencer: event.sequencer,
+    size: event.size,
+    etag: event.etag,
+    versionId: event.versionId,
+    contentType: event.contentType,
+    source: event.source,
+    appliedAt: now,
+  });
+  return { status: "applied", assetId };
+}
+
+type ObjectFields = ObjectType<typeof objectFields>;
+const OBJECT_FIELD_NAMES = Object.keys(objectFields) as (keyof ObjectFields)[];
+
+// Every object field is named, absent ones as undefined, so a patch clears
+// what the new object no longer has instead of mixing two objects.
+function objectFieldsOf(event: S3Event): ObjectFields {
+  return Object.fromEntries(
+    OBJECT_FIELD_NAMES.map((name) => [name, event[name]]),
+  ) as ObjectFields;
+}
+
+function available() {
+  return {
+    status: "available" as const,
+    deletedAt: undefined,
+    error: undefined,
+    urlError: undefined,
+  };
+}
+
+function tombstone(event: S3Event) {
+  return {
+    status: "deleted" as const,
+    deletedAt: event.eventTime,
+    // A link to a deleted object only leads to a 404.
+    url: undefined,
+    urlExpiresAt: undefined,
+  };
+}
+
+function positionOf(event: S3Event, now: number) {
+  return {
+    sequencer: event.sequencer,
+    eventTime: event.eventTime,
+    lastEventName: event.eventName,
+    lastEvent: {
+      type: event.type,
+      etag: event.etag,
+      size: event.size,
+      versionId: event.versionId,
+    },
+    updatedAt: now,
+  };
+}
+
+function eventPosition(event: S3Event): EventPosition {
+  const { type, eventTime, sequencer, etag, size, versionId } = event;
+  return { type, eventTime, sequencer, etag, size, versionId };
+}
+
+function recordPosition(asset: Doc<"assets">): EventPosition {
+  return {
+    ...asset.lastEvent,
+    eventTime: asset.eventTime,
+    sequencer: asset.sequencer,
+  };
+}
+
+export const getByKey = internalQuery({
+  args: { bucket: v.string(), key: v.string() },
+  returns: v.union(assetDoc, v.null()),
+  handler: (ctx, { bucket, key }) =>
+    ctx.db
+      .query("assets")
+      .withIndex("by_bucket_key", (q) => q.eq("bucket", bucket).eq("key", key))
+      .unique(),
+});
+
+/** Applied changes for a key, newest first (default 50, at most MAX_HISTORY). */
+export const history = internalQuery({
+  args: { bucket: v.string(), key: v.string(), limit: v.optional(v.number()) },
+  returns: v.array(versionDoc),
+  handler: (ctx, { bucket, key, limit = 50 }) => {
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_HISTORY) {
+      throw new ConvexError({ code: "BadLimit", max: MAX_HISTORY });
+    }
+    return ctx.db
+      .query("assetVersions")
+      .withIndex("by_bucket_key", (q) => q.eq("bucket", bucket).eq("key", key))
+      .order("desc")
+      .take(limit);
+  },
+});
+
+const assetPage = paginationResultValidator(assetDoc);
+
+export const listBySession = internalQuery({
+  args: { sessionId: v.string(), paginationOpts: paginationOptsValidator },
+  returns: assetPage,
+  handler: (ctx, { sessionId, paginationOpts }) =>
+    ctx.db
+      .query("assets")
+      .withIndex("by_session", (q) => q.eq("sessionId", sessionId))
+      .paginate(paginationOpts),
+});
+
+export const listByStatus = internalQuery({
+  args: { status: assetStatus, paginationOpts: paginationOptsValidator },
+  returns: assetPage,
+  handler: (ctx, { status, paginationOpts }) =>
+    ctx.db
+      .query("assets")
+      .withIndex("by_status", (q) => q.eq("status", status))
+      .paginate(paginationOpts),
+});
+
+/** A bucket's records in key order, optionally under a key prefix. */
+export const listByBucket = internalQuery({
+  args: {
+    bucket: v.string(),
+    prefix: v.optional(v.string()),
+    paginationOpts: paginationOptsValidator,
+  },
+  returns: assetPage,
+  handler: (ctx, { bucket, prefix = "", paginationOpts }) => {
+    const end = prefixEnd(prefix);
+    return ctx.db
+      .query("assets")
+      .withIndex("by_bucket_key", (q) => {
+        const inBucket = q.eq("bucket", bucket);
+        if (prefix === "") return inBucket;
+        const fromPrefix = inBucket.gte("key", prefix);
+        return end === null ? fromPrefix : fromPrefix.lt("key", end);
+      })
+      .paginate(paginationOpts);
+  },
+});
+
+/**
+ * The least string greater than every string starting with `prefix`, or null
+ * when there is none. Convex orders strings by UTF-8 bytes, i.e. by code
+ * point, so `prefix + "\uffff"` would cut off keys continuing with an emoji
+ * or any other character beyond the BMP.
+ */
+export function prefixEnd(prefix: string): string | null {
+  const codePoints = Array.from(prefix);
+  while (codePoints.length > 0) {
+    const last = codePoints.pop()!.codePointAt(0)!;
+    if (last < 0x10ffff) {
+      // Surrogates cannot appear in a UTF-8 string; step over them.
+      const next = last + 1 === 0xd800 ? 0xe000 : last + 1;
+      return codePoints.join("") + String.fromCodePoint(next);
+    }
+  }
+  return null;
+}
