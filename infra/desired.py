@@ -1,0 +1,228 @@
+"""What the S3 → SQS wiring should look like, as plain data derived from the settings.
+
+Nothing here talks to AWS: :class:`Desired` holds names and numbers, and the ``render_*``
+functions turn them (plus the ARNs only AWS can tell) into the exact attribute values and
+notification entries that :mod:`infra.provision` compares with what exists and writes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import AnyHttpUrl, SecretStr, ValidationError, field_validator
+
+from consumer.config import Settings, describe_validation_error
+from consumer.errors import ConfigError
+
+DAY = 24 * 3600
+# SQS's own default retention; stated explicitly so the DLQ's can be checked against it.
+SOURCE_RETENTION_SECONDS = 4 * DAY
+# The maximum SQS allows. A message moved to the DLQ keeps its original enqueue time, so the DLQ
+# must keep messages longer than the source queue or they expire right after being moved.
+DLQ_RETENTION_SECONDS = 14 * DAY
+LONG_POLL_SECONDS = 20
+
+# Our entries are found again by these fixed identifiers; everything else is left alone.
+NOTIFICATION_ID = "s3convex-sync"
+POLICY_SID = "s3convex-allow-s3-notifications"
+NOTIFICATION_EVENTS = ("s3:ObjectCreated:*", "s3:ObjectRemoved:*")
+
+
+class InfraSettings(Settings):
+    """The project's settings with the Convex part optional: provisioning touches only S3 and
+    SQS, so ``infra up`` (and LocalStack's init hook) must not demand a Convex deploy key."""
+
+    convex_url: AnyHttpUrl | None = None  # type: ignore[assignment]
+    convex_deploy_key: SecretStr | None = None  # type: ignore[assignment]
+
+    @field_validator("convex_deploy_key")
+    @classmethod
+    def _key_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        # Replaces the parent's validator (same name), which defaults are validated against.
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+def load_infra_settings(**overrides: object) -> InfraSettings:
+    """Like :func:`consumer.config.load_settings`, for :class:`InfraSettings`."""
+    try:
+        return InfraSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The resources ``infra up`` makes exist, named by the settings."""
+
+    bucket: str
+    queue_name: str
+    dlq_name: str
+    queue_url: str | None = None  # SQS_QUEUE_URL: an existing queue, found by URL, not by name
+    visibility_timeout: int = 60
+    max_receive_count: int = 5
+    receive_wait_seconds: int = LONG_POLL_SECONDS
+    source_retention: int = SOURCE_RETENTION_SECONDS
+    dlq_retention: int = DLQ_RETENTION_SECONDS
+    prefix: str = ""
+    suffix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.dlq_retention <= self.source_retention:
+            raise ValueError("the DLQ must retain messages longer than the source queue")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Desired:
+        queue_url = str(settings.sqs_queue_url).rstrip("/") if settings.sqs_queue_url else None
+        return cls(
+            bucket=settings.s3_bucket,
+            # A configured URL names the queue by its last path segment.
+            queue_name=queue_name_from_url(queue_url) if queue_url else settings.sqs_queue_name,
+            dlq_name=settings.sqs_dlq_name,
+            queue_url=queue_url,
+            visibility_timeout=settings.sqs_visibility_timeout,
+            max_receive_count=settings.sqs_max_receive_count,
+            prefix=settings.s3_notification_prefix,
+            suffix=settings.s3_notification_suffix,
+        )
+
+    def dlq_attributes(self) -> dict[str, str]:
+        return {"MessageRetentionPeriod": str(self.dlq_retention)}
+
+    def queue_attributes(self, *, dlq_arn: str | None) -> dict[str, str]:
+        """The main queue's attributes; the redrive policy only once the DLQ's ARN is known."""
+        attributes = {
+            "VisibilityTimeout": str(self.visibility_timeout),
+            "ReceiveMessageWaitTimeSeconds": str(self.receive_wait_seconds),
+            "MessageRetentionPeriod": str(self.source_retention),
+        }
+        if dlq_arn:
+            attributes["RedrivePolicy"] = json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": self.max_receive_count}
+            )
+        return attributes
+
+    def queue_statement(self, queue_arn: str) -> dict[str, Any]:
+        """Least privilege: only S3, only SendMessage, only on behalf of our bucket (and account)."""
+        condition: dict[str, Any] = {
+            "ArnEquals": {"aws:SourceArn": bucket_arn(self.bucket, queue_arn)}
+        }
+        account = arn_account(queue_arn)
+        if account:
+            # Bucket names are global and can be re-registered by anyone after we delete ours:
+            # pinning the account keeps a stranger's namesake bucket from writing to our queue.
+            # (The queue is created with the same credentials as the bucket, so same account.)
+            condition["StringEquals"] = {"aws:SourceAccount": account}
+        return {
+            "Sid": POLICY_SID,
+            "Effect": "Allow",
+            "Principal": {"Service": "s3.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": condition,
+        }
+
+    def notification(self, queue_arn: str) -> dict[str, Any]:
+        """Our entry of the bucket's ``QueueConfigurations``."""
+        entry: dict[str, Any] = {
+            "Id": NOTIFICATION_ID,
+            "QueueArn": queue_arn,
+            "Events": list(NOTIFICATION_EVENTS),
+        }
+        rules = [
+            {"Name": name, "Value": value}
+            for name, value in (("prefix", self.prefix), ("suffix", self.suffix))
+            if value
+        ]
+        if rules:
+            entry["Filter"] = {"Key": {"FilterRules": rules}}
+        return entry
+
+
+# --- ARNs -------------------------------------------------------------------------------------
+
+
+def arn_account(arn: str) -> str:
+    return arn.split(":")[4] if arn.count(":") >= 5 else ""
+
+
+def sibling_queue_arn(queue_arn: str, name: str) -> str:
+    """The ARN a queue called ``name`` has (or will have) next to ``queue_arn``."""
+    return f"{queue_arn.rsplit(':', 1)[0]}:{name}"
+
+
+def bucket_arn(bucket: str, queue_arn: str) -> str:
+    """The bucket's ARN in the queue's partition (aws, aws-cn, aws-us-gov)."""
+    partition = queue_arn.split(":")[1] if queue_arn.startswith("arn:") else "aws"
+    return f"arn:{partition}:s3:::{bucket}"
+
+
+def queue_name_from_url(url: str) -> str:
+    return urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+
+
+# --- Merging our entries into what others configured -----------------------------------------
+
+
+def merge_statement(policy_json: str | None, statement: dict[str, Any]) -> str:
+    """The queue policy with our statement in place and every other statement kept."""
+    policy = json.loads(policy_json) if policy_json else {"Version": "2012-10-17"}
+    others = [s for s in _statements(policy) if s.get("Sid") != POLICY_SID]
+    policy["Statement"] = [*others, statement]
+    return json.dumps(policy, sort_keys=True)
+
+
+def find_statement(policy_json: str | None) -> dict[str, Any] | None:
+    if not policy_json:
+        return None
+    return next(
+        (s for s in _statements(json.loads(policy_json)) if s.get("Sid") == POLICY_SID), None
+    )
+
+
+def without_statement(policy_json: str | None) -> str | None:
+    """The policy minus our statement; None if nothing else remains."""
+    if not policy_json:
+        return None
+    policy = json.loads(policy_json)
+    others = [s for s in _statements(policy) if s.get("Sid") != POLICY_SID]
+    if not others:
+        return None
+    policy["Statement"] = others
+    return json.dumps(policy, sort_keys=True)
+
+
+def _statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    statements = policy.get("Statement", [])
+    return statements if isinstance(statements, list) else [statements]
+
+
+def normalize_notification(entry: dict[str, Any]) -> dict[str, Any]:
+    """A queue configuration in a comparable form: S3 capitalises filter names ("Prefix") and
+    may reorder events; neither changes what the entry means."""
+    rules = entry.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+    return {
+        "QueueArn": entry.get("QueueArn"),
+        "Events": sorted(entry.get("Events", [])),
+        "Filter": sorted((rule["Name"].lower(), rule["Value"]) for rule in rules),
+    }
+
+
+def normalize_statement(statement: dict[str, Any] | None) -> Any:
+    """A policy statement in a comparable form (a one-element list equals its element)."""
+    if statement is None:
+        return None
+
+    def norm(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: norm(val) for key, val in sorted(value.items())}
+        if isinstance(value, list):
+            items = sorted((norm(v) for v in value), key=json.dumps)
+            return items[0] if len(items) == 1 else items
+        return value
+
+    return norm(statement)
