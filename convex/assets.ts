@@ -8,11 +8,23 @@
  * All functions are internal: the sync service calls them with a deploy key,
  * and the UI gets its own public queries that decide what to expose.
  */
-import { paginationOptsValidator, paginationResultValidator } from "convex/server";
+import {
+  paginationOptsValidator,
+  paginationResultValidator,
+} from "convex/server";
 import { ConvexError, Infer, ObjectType, v } from "convex/values";
 import { Doc, Id } from "./_generated/dataModel";
-import { MutationCtx, internalMutation, internalQuery } from "./_generated/server";
-import { MAX_BATCH_EVENTS, S3Event, findProblem, s3EventValidator } from "./events";
+import {
+  MutationCtx,
+  internalMutation,
+  internalQuery,
+} from "./_generated/server";
+import {
+  MAX_BATCH_EVENTS,
+  S3Event,
+  findProblem,
+  s3EventValidator,
+} from "./events";
 import { EventPosition, judge } from "./ordering";
 import schema, { assetStatus, objectFields } from "./schema";
 

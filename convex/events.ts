@@ -50,13 +50,24 @@ export function findProblem(event: S3Event): string | null {
     return `key is longer than ${MAX_KEY_BYTES} bytes`;
   }
   if (event.eventName === "") return "eventName is empty";
+  // Catches a mapping bug upstream; other names (LifecycleExpiration:*,
+  // ObjectRestore:*) are the caller's to classify.
+  if (
+    (event.type === "created" && event.eventName.includes("ObjectRemoved")) ||
+    (event.type === "removed" && event.eventName.includes("ObjectCreated"))
+  ) {
+    return `eventName ${event.eventName} contradicts type ${event.type}`;
+  }
   if (!Number.isFinite(event.eventTime) || event.eventTime < 0) {
     return "eventTime is not a time";
   }
   if (event.eventTime < MIN_EVENT_TIME_MS) {
     return "eventTime looks like seconds; expected milliseconds since epoch";
   }
-  if (event.sequencer !== undefined && !/^[0-9A-Fa-f]+$/.test(event.sequencer)) {
+  if (
+    event.sequencer !== undefined &&
+    !/^[0-9A-Fa-f]+$/.test(event.sequencer)
+  ) {
     return "sequencer is not hexadecimal";
   }
   if (event.type === "created" && event.size === undefined) {

@@ -1,7 +1,12 @@
 import { convexTest } from "convex-test";
 import { describe, expect, test } from "vitest";
 import { internal } from "../../convex/_generated/api";
-import { MAX_BATCH_EVENTS, MAX_EVENT_BYTES, findProblem, type S3Event } from "../../convex/events";
+import {
+  MAX_BATCH_EVENTS,
+  MAX_EVENT_BYTES,
+  findProblem,
+  type S3Event,
+} from "../../convex/events";
 import schema from "../../convex/schema";
 import { T0, backend, created, modules, type Backend } from "./support";
 
@@ -14,7 +19,9 @@ const utf8 = new TextEncoder();
  */
 function applyMeasured(t: Backend, events: S3Event[]) {
   return t.run(async (ctx) => {
-    const results = await ctx.runMutation(internal.assets.applyEvents, { events });
+    const results = await ctx.runMutation(internal.assets.applyEvents, {
+      events,
+    });
     return { results, used: await ctx.meta.getTransactionMetrics() };
   });
 }
@@ -42,9 +49,14 @@ function largest(i: number, sequencer: string): S3Event {
   const event = created(key, {
     sequencer,
     contentType: "video/mp4",
-    metadata: Object.fromEntries(Array.from({ length: 16 }, (_, j) => [`field-${j}`, "v".repeat(110)])),
+    metadata: Object.fromEntries(
+      Array.from({ length: 16 }, (_, j) => [`field-${j}`, "v".repeat(110)]),
+    ),
     checksums: { sha256: "x".repeat(44), crc32c: "abcd==" },
-    encryption: { sse: "aws:kms", kmsKeyId: `arn:aws:kms:eu-west-1:123456789012:key/${"a".repeat(36)}` },
+    encryption: {
+      sse: "aws:kms",
+      kmsKeyId: `arn:aws:kms:eu-west-1:123456789012:key/${"a".repeat(36)}`,
+    },
     storageClass: "STANDARD",
     url: `https://media.s3.amazonaws.com/${key}?X-Amz-Security-Token=`,
     urlExpiresAt: T0,
@@ -63,7 +75,9 @@ describe("a batch of MAX_BATCH_EVENTS", () => {
   test("of typical events: inserts, then updates, well inside the limits", async () => {
     const t = backend();
     for (const sequencer of ["01", "02"]) {
-      const events = Array.from({ length: MAX_BATCH_EVENTS }, (_, i) => typical(i, sequencer));
+      const events = Array.from({ length: MAX_BATCH_EVENTS }, (_, i) =>
+        typical(i, sequencer),
+      );
       const { results, used } = await applyMeasured(t, events);
       expect(results.every((r) => r.status === "applied")).toBe(true);
       expect(used.bytesRead.used).toBeLessThan(4 * MiB);
@@ -74,13 +88,19 @@ describe("a batch of MAX_BATCH_EVENTS", () => {
 
   test("of the largest events allowed: updates still fit", async () => {
     const t = backend();
-    const first = Array.from({ length: MAX_BATCH_EVENTS }, (_, i) => largest(i, "01"));
+    const first = Array.from({ length: MAX_BATCH_EVENTS }, (_, i) =>
+      largest(i, "01"),
+    );
     expect(findProblem(first[0])).toBeNull();
-    expect(findProblem({ ...first[0], url: first[0].url + "t" })).toMatch(/larger/);
+    expect(findProblem({ ...first[0], url: first[0].url + "t" })).toMatch(
+      /larger/,
+    );
     await applyMeasured(t, first);
 
     // An update reads its record twice (lookup, patch): the worst case.
-    const second = Array.from({ length: MAX_BATCH_EVENTS }, (_, i) => largest(i, "02"));
+    const second = Array.from({ length: MAX_BATCH_EVENTS }, (_, i) =>
+      largest(i, "02"),
+    );
     const { results, used } = await applyMeasured(t, second);
     expect(results.every((r) => r.status === "applied")).toBe(true);
     expect(used.bytesRead.remaining).toBeGreaterThan(0.15 * 16 * MiB);
@@ -94,13 +114,25 @@ describe("a batch of MAX_BATCH_EVENTS", () => {
     );
     const { results } = await applyMeasured(t, events);
     expect(results.every((r) => r.status === "applied")).toBe(true);
-    const asset = await t.query(internal.assets.getByKey, { bucket: events[0].bucket, key: "hot.json" });
-    expect(asset).toMatchObject({ size: MAX_BATCH_EVENTS - 1, revision: MAX_BATCH_EVENTS });
+    const asset = await t.query(internal.assets.getByKey, {
+      bucket: events[0].bucket,
+      key: "hot.json",
+    });
+    expect(asset).toMatchObject({
+      size: MAX_BATCH_EVENTS - 1,
+      revision: MAX_BATCH_EVENTS,
+    });
   }, 60_000);
 
   test("fails as a whole when the limits are tighter (they are enforced)", async () => {
-    const t = convexTest({ schema, modules, transactionLimits: { documentsWritten: 2 * MAX_BATCH_EVENTS - 1 } });
-    const events = Array.from({ length: MAX_BATCH_EVENTS }, (_, i) => typical(i, "01"));
+    const t = convexTest({
+      schema,
+      modules,
+      transactionLimits: { documentsWritten: 2 * MAX_BATCH_EVENTS - 1 },
+    });
+    const events = Array.from({ length: MAX_BATCH_EVENTS }, (_, i) =>
+      typical(i, "01"),
+    );
     await expect(
       t.mutation(internal.assets.applyEvents, { events }),
     ).rejects.toThrow(/too many documents/);

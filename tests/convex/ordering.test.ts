@@ -27,7 +27,9 @@ describe("compareSequencers", () => {
     expect(
       compareSequencers("0055AED6DCD90281E5", "0055AED6DCD90281E6"),
     ).toBeLessThan(0);
-    expect(compareSequencers("0055AED6DCD90281E5", "0055AED6DCD90281E5")).toBe(0);
+    expect(compareSequencers("0055AED6DCD90281E5", "0055AED6DCD90281E5")).toBe(
+      0,
+    );
   });
 
   test("ignores hex letter case", () => {
@@ -54,27 +56,43 @@ describe("compareEvents", () => {
 
   test("a missing sequencer on either side falls back to eventTime", () => {
     expect(
-      compareEvents(put({ eventTime: 2 }), put({ sequencer: "FF", eventTime: 1 })),
+      compareEvents(
+        put({ eventTime: 2 }),
+        put({ sequencer: "FF", eventTime: 1 }),
+      ),
     ).toBeGreaterThan(0);
     expect(
-      compareEvents(put({ sequencer: "FF", eventTime: 1 }), put({ eventTime: 2 })),
+      compareEvents(
+        put({ sequencer: "FF", eventTime: 1 }),
+        put({ eventTime: 2 }),
+      ),
     ).toBeLessThan(0);
   });
 
   test("identical content at the same position is the same event", () => {
-    expect(compareEvents(put({ sequencer: "01" }), put({ sequencer: "01" }))).toBe(0);
+    expect(
+      compareEvents(put({ sequencer: "01" }), put({ sequencer: "01" })),
+    ).toBe(0);
     expect(compareEvents(put(), put())).toBe(0);
   });
 
   test("ties break on content: removed, then etag, versionId, size", () => {
     const del: EventPosition = { type: "removed", eventTime: put().eventTime };
     expect(compareEvents(del, put())).toBeGreaterThan(0);
-    expect(compareEvents(put({ etag: "bbb" }), put({ etag: "aaa" }))).toBeGreaterThan(0);
+    expect(
+      compareEvents(put({ etag: "bbb" }), put({ etag: "aaa" })),
+    ).toBeGreaterThan(0);
     expect(compareEvents(put({ etag: undefined }), put())).toBeLessThan(0);
-    expect(compareEvents(put({ versionId: "v2" }), put({ versionId: "v1" }))).toBeGreaterThan(0);
-    expect(compareEvents(put({ size: 10 }), put({ size: 9 }))).toBeGreaterThan(0);
+    expect(
+      compareEvents(put({ versionId: "v2" }), put({ versionId: "v1" })),
+    ).toBeGreaterThan(0);
+    expect(compareEvents(put({ size: 10 }), put({ size: 9 }))).toBeGreaterThan(
+      0,
+    );
     // etag outranks size
-    expect(compareEvents(put({ etag: "b", size: 1 }), put({ etag: "a", size: 9 }))).toBeGreaterThan(0);
+    expect(
+      compareEvents(put({ etag: "b", size: 1 }), put({ etag: "a", size: 9 })),
+    ).toBeGreaterThan(0);
   });
 
   test("is antisymmetric and sorts to one order whatever the input order", () => {
@@ -84,12 +102,19 @@ describe("compareEvents", () => {
         for (const size of [undefined, 1, 2]) {
           events.push(put({ sequencer: "00CAFE", eventTime, etag, size }));
         }
-        events.push({ type: "removed", eventTime, sequencer: "00CAFE", versionId: etag });
+        events.push({
+          type: "removed",
+          eventTime,
+          sequencer: "00CAFE",
+          versionId: etag,
+        });
       }
     }
     for (const a of events) {
       for (const b of events) {
-        expect(Math.sign(compareEvents(a, b))).toBe(-Math.sign(compareEvents(b, a)) || 0);
+        expect(Math.sign(compareEvents(a, b))).toBe(
+          -Math.sign(compareEvents(b, a)) || 0,
+        );
       }
     }
     const rand = random(7);

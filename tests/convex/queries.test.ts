@@ -30,10 +30,22 @@ async function allPages(
 describe("getByKey", () => {
   test("finds the record for exactly that bucket and key", async () => {
     const t = backend();
-    await apply(t, [created("a.mp4", { size: 1 }), created("a.mp4", { bucket: "other", size: 2 })]);
-    expect(await t.query(internal.assets.getByKey, { bucket: BUCKET, key: "a.mp4" })).toMatchObject({ size: 1 });
-    expect(await t.query(internal.assets.getByKey, { bucket: "other", key: "a.mp4" })).toMatchObject({ size: 2 });
-    expect(await t.query(internal.assets.getByKey, { bucket: BUCKET, key: "a.mp" })).toBeNull();
+    await apply(t, [
+      created("a.mp4", { size: 1 }),
+      created("a.mp4", { bucket: "other", size: 2 }),
+    ]);
+    expect(
+      await t.query(internal.assets.getByKey, { bucket: BUCKET, key: "a.mp4" }),
+    ).toMatchObject({ size: 1 });
+    expect(
+      await t.query(internal.assets.getByKey, {
+        bucket: "other",
+        key: "a.mp4",
+      }),
+    ).toMatchObject({ size: 2 });
+    expect(
+      await t.query(internal.assets.getByKey, { bucket: BUCKET, key: "a.mp" }),
+    ).toBeNull();
   });
 });
 
@@ -49,16 +61,25 @@ describe("history", () => {
     await apply(t, [removed("a", { sequencer: "04", eventTime: T0 + 4 })]);
     await apply(t, [created("a", { sequencer: "05", size: 5 })]);
 
-    const rows = await t.query(internal.assets.history, { bucket: BUCKET, key: "a" });
+    const rows = await t.query(internal.assets.history, {
+      bucket: BUCKET,
+      key: "a",
+    });
     expect(rows.map((r) => [r.revision, r.type, r.sequencer])).toEqual([
       [4, "created", "05"],
       [3, "removed", "04"],
       [2, "created", "03"],
       [1, "created", "01"],
     ]);
-    const two = await t.query(internal.assets.history, { bucket: BUCKET, key: "a", limit: 2 });
+    const two = await t.query(internal.assets.history, {
+      bucket: BUCKET,
+      key: "a",
+      limit: 2,
+    });
     expect(two.map((r) => r.revision)).toEqual([4, 3]);
-    expect(await t.query(internal.assets.history, { bucket: BUCKET, key: "none" })).toEqual([]);
+    expect(
+      await t.query(internal.assets.history, { bucket: BUCKET, key: "none" }),
+    ).toEqual([]);
   });
 
   test.each([0, -1, 1.5, 1_001])("refuses limit %s", async (limit) => {
@@ -72,7 +93,9 @@ describe("history", () => {
 describe("listBySession and listByStatus", () => {
   async function seed(t: Backend) {
     await apply(t, [
-      ...Array.from({ length: 5 }, (_, i) => created(`s1/${i}`, { sessionId: "s1" })),
+      ...Array.from({ length: 5 }, (_, i) =>
+        created(`s1/${i}`, { sessionId: "s1" }),
+      ),
       created("s2/0", { sessionId: "s2" }),
       created("loose"),
       removed("s1/3", { sequencer: "FF", eventTime: T0 + 1 }),
@@ -114,7 +137,14 @@ describe("listBySession and listByStatus", () => {
         .map((a) => a.key)
         .sort();
     expect(await list("deleted")).toEqual(["s1/3", "s2/gone"]);
-    expect(await list("available")).toEqual(["loose", "s1/0", "s1/1", "s1/2", "s1/4", "s2/0"]);
+    expect(await list("available")).toEqual([
+      "loose",
+      "s1/0",
+      "s1/1",
+      "s1/2",
+      "s1/4",
+      "s2/0",
+    ]);
     expect(await list("failed")).toEqual([]);
   });
 });
@@ -122,8 +152,20 @@ describe("listBySession and listByStatus", () => {
 describe("listByBucket", () => {
   // In key order as Convex sorts strings (UTF-8 bytes): the fullwidth "Ａ"
   // (U+FF21) comes before the emoji (U+1F600), beyond what "\uffff" bounds.
-  const inPrefix = ["scenes/1/a", "scenes/1/b", "scenes/1/Ａ", "scenes/1/😀.mp4"];
-  const keys = ["other", "scenes/0", "scenes/1", "scenes/10/a", "scenes/2/a", ...inPrefix];
+  const inPrefix = [
+    "scenes/1/a",
+    "scenes/1/b",
+    "scenes/1/Ａ",
+    "scenes/1/😀.mp4",
+  ];
+  const keys = [
+    "other",
+    "scenes/0",
+    "scenes/1",
+    "scenes/10/a",
+    "scenes/2/a",
+    ...inPrefix,
+  ];
 
   async function seed() {
     const t = backend();
