@@ -483,7 +483,7 @@ describe("bad input", () => {
       created("secs", { eventTime: T0 / 1000 }),
       created("nan", { eventTime: Number.NaN }),
       created("long", { key: "k".repeat(1025) }),
-      created("big", { metadata: { blob: "x".repeat(7_000) } }),
+      created("big", { metadata: { blob: "x".repeat(8_000) } }),
       created("mixed-up", { eventName: "s3:ObjectRemoved:Delete" }),
       created("ok-2"),
     ]);
