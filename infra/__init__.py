@@ -1,22 +1,12 @@
-"""Provisioning of the S3 → SQS wiring the daemon consumes (``s3convex infra up|status|down``).
+"""Provisioning and local stand-ins for the systems the daemon talks to.
+
+The S3 → SQS wiring (``s3convex infra up|status|down``, ``python -m infra``):
 
 - :mod:`infra.desired` — what should exist, as plain data derived from the settings;
-- :mod:`infra.provision` — checks what exists and fixes only the differences (boto3);
-- :mod:`infra.cli` — the typer sub-app printing tables or JSON.
+- :mod:`infra.provision` — checks what exists and fixes only the differences (boto3), returning
+  a :class:`~infra.provision.Plan`; works against AWS, LocalStack (whose ready hook runs
+  ``python -m infra up``) and moto alike;
+- :mod:`infra.cli` — the typer sub-app printing rich tables or ``--json``.
 
-The same code serves real AWS, LocalStack (its ready hook runs ``python -m infra up``) and moto.
+Nothing is imported here, so importing one module does not pull in the others.
 """
-
-from infra.desired import Desired, InfraSettings, load_infra_settings
-from infra.provision import DownReport, Plan, Provisioner, Step, UpReport
-
-__all__ = [
-    "Desired",
-    "DownReport",
-    "InfraSettings",
-    "Plan",
-    "Provisioner",
-    "Step",
-    "UpReport",
-    "load_infra_settings",
-]
