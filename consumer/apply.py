@@ -25,7 +25,7 @@ from handlers.asset import AssetChange
 log = logging.getLogger(__name__)
 
 APPLY_EVENTS = "assets:applyEvents"
-# convex/assets.ts MAX_EVENTS_PER_BATCH: keeps one mutation inside Convex's limits.
+# convex/events.ts MAX_BATCH_EVENTS: keeps one mutation inside Convex's limits.
 MAX_EVENTS_PER_MUTATION = 1000
 
 Status = Literal["applied", "stale", "duplicate", "error"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _MULTIPART_ETAG = re.compile(r"^[0-9a-fA-F]{32}-\d+$")
 _MD5_ETAG = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -29,7 +29,7 @@ class Encryption(BaseModel):
 
 
 class AssetChange(BaseModel):
-    """Mirrors the Convex validator ``s3EventValidator`` in ``convex/assets.ts``.
+    """Mirrors the Convex validator ``s3EventValidator`` in ``convex/events.ts``.
 
     Validated here, before it is sent, so a bad value fails one event instead of a whole
     batched mutation.
@@ -59,6 +59,22 @@ class AssetChange(BaseModel):
     kind: str | None = None
     version: int | None = None
     source: str | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key_fits_s3(cls, key: str) -> str:
+        if len(key.encode()) > 1024:
+            raise ValueError("key is longer than S3's 1,024 bytes")
+        return key
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_keys_are_convex_fields(cls, metadata: dict[str, str] | None) -> dict[str, str] | None:
+        # Convex object keys must be printable ASCII not starting with "$"; S3 metadata names
+        # are HTTP header names, so anything else did not come from S3 and is dropped.
+        if metadata is None:
+            return None
+        return {k: v for k, v in metadata.items() if k.isascii() and k.isprintable() and not k.startswith("$")}
 
     def to_convex(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

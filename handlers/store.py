@@ -48,10 +48,14 @@ class S3ObjectStore:
         try:
             response = await self._s3.head_object(**params)
         except ClientError as exc:
-            # HEAD has no body, so a missing key or version is a bare 404 (or 400 for a
-            # malformed version id on some servers): the object is gone, not an error loop.
+            # HEAD has no body, so a missing key or version is a bare 404: the object is
+            # gone, not an error loop.
             if http_status(exc) == 404 or error_code(exc) in {"404", "NoSuchKey", "NoSuchVersion"}:
                 return None
+            if http_status(exc) == 400 and "VersionId" in params:
+                # A version id this bucket does not know (e.g. versioning suspended since):
+                # ask for the current object; the caller compares ETags.
+                return await self.head(bucket, key)
             raise map_aws_error(exc, "HeadObject") from exc
         except Exception as exc:
             raise map_aws_error(exc, "HeadObject") from exc

@@ -48,3 +48,32 @@ def convex_faults(convex_server: LocalConvex) -> Iterator[object]:
 async def convex(convex_server: LocalConvex) -> AsyncIterator[ConvexClient]:
     async with ConvexClient(convex_server.url, SecretStr(convex_server.admin_key)) as client:
         yield client
+
+
+@pytest.fixture
+async def stack(aws_resources, convex_server: LocalConvex, convex: ConvexClient,
+                monkeypatch: pytest.MonkeyPatch):
+    """Provisioned bucket + queue + DLQ + notifications, and settings pointing at Convex."""
+    from infra.desired import load_infra_settings
+    from infra.provision import Provisioner
+    from tests.stack import TEST_TUNING, Stack
+
+    env = {
+        **aws_resources.env,
+        **TEST_TUNING,
+        "CONVEX_URL": convex_server.url,
+        "CONVEX_DEPLOY_KEY": convex_server.admin_key,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    Provisioner.from_settings(load_infra_settings()).up()
+    sqs = aws_resources.client("sqs")
+    yield Stack(
+        resources=aws_resources,
+        env=env,
+        convex=convex,
+        s3=aws_resources.client("s3"),
+        sqs=sqs,
+        queue_url=sqs.get_queue_url(QueueName=aws_resources.queue_name)["QueueUrl"],
+        dlq_url=sqs.get_queue_url(QueueName=aws_resources.dlq_name)["QueueUrl"],
+    )
