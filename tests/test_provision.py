@@ -1,0 +1,432 @@
+"""``infra up|status|down`` against a real S3/SQS backend (``--backend=moto|localstack``)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote_plus
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+from typer.testing import CliRunner
+
+from consumer.errors import StorageError, StorageUnavailable
+from infra.cli import app
+from infra.desired import (
+    DLQ_RETENTION_SECONDS,
+    NOTIFICATION_ID,
+    POLICY_SID,
+    SOURCE_RETENTION_SECONDS,
+    Desired,
+    InfraSettings,
+    normalize_notification,
+)
+from infra.provision import Provisioner, aws_call, make_clients
+from tests.backends import AwsResources
+
+# Attributes that change by themselves (counters) and so say nothing about what `up` wrote.
+_VOLATILE = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+             "ApproximateNumberOfMessagesDelayed")  # fmt: skip
+
+
+def provisioner(**overrides: Any) -> Provisioner:
+    """A provisioner for the test's names (from the environment ``aws_resources`` set)."""
+    settings = InfraSettings(_env_file=None, **overrides)
+    return Provisioner(
+        *_clients(settings.endpoint_url, settings.aws_region), Desired.from_settings(settings)
+    )
+
+
+@functools.cache
+def _clients(endpoint_url: str | None, region: str) -> tuple[Any, Any]:
+    # Building clients costs ~0.3 s; tests build many provisioners against one endpoint.
+    return make_clients(
+        InfraSettings(
+            _env_file=None, aws_endpoint_url=endpoint_url, aws_region=region, s3_bucket="unused"
+        )
+    )
+
+
+def queue_url(res: AwsResources, name: str) -> str:
+    return res.client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+
+
+def attributes(res: AwsResources, name: str) -> dict[str, str]:
+    answer = res.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url(res, name), AttributeNames=["All"]
+    )
+    return {k: v for k, v in answer["Attributes"].items() if k not in _VOLATILE}
+
+
+def notification_config(res: AwsResources) -> dict[str, Any]:
+    answer = res.client("s3").get_bucket_notification_configuration(Bucket=res.bucket)
+    answer.pop("ResponseMetadata", None)
+    return answer
+
+
+def receive_s3_records(
+    res: AwsResources, *, until: Callable[[list[dict[str, Any]]], bool], timeout: float = 15
+) -> list[dict[str, Any]]:
+    """S3 records from the queue (TestEvents dropped, messages deleted) until ``until`` holds,
+    then one more short poll so that stray extra records are seen too."""
+    sqs, url = res.client("sqs"), queue_url(res, res.queue_name)
+    records: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    settled = False
+    while time.monotonic() < deadline:
+        answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in answer.get("Messages", []):
+            body = json.loads(message["Body"])
+            records.extend(body.get("Records", []))  # an s3:TestEvent has none
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        if settled and not answer.get("Messages"):
+            break
+        settled = settled or until(records)
+    return records
+
+
+def drain(res: AwsResources) -> list[dict[str, Any]]:
+    """Every message now on the queue (bodies), waiting briefly for asynchronous deliveries."""
+    sqs, url = res.client("sqs"), queue_url(res, res.queue_name)
+    bodies = []
+    while messages := sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+    ).get("Messages", []):
+        for message in messages:
+            bodies.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return bodies
+
+
+def steps(plan: Any) -> dict[str, str]:
+    return {step.resource: step.action for step in plan.steps}
+
+
+# --- up / status ---------------------------------------------------------------------------
+
+
+def test_up_creates_everything(aws_resources: AwsResources) -> None:
+    before = provisioner().status()
+    assert not before.up_to_date
+    assert {step.resource: step.state for step in before.steps} == {
+        "bucket": "missing", "dlq": "missing", "queue": "missing", "notification": "missing",
+    }  # fmt: skip
+
+    report = provisioner().up()
+
+    assert report.changed
+    assert steps(report.plan) == dict.fromkeys(("bucket", "dlq", "queue", "notification"), "create")
+    assert provisioner().status().up_to_date
+    aws_resources.client("s3").head_bucket(Bucket=aws_resources.bucket)
+
+
+def test_queue_attributes_redrive_and_retention(aws_resources: AwsResources) -> None:
+    provisioner(sqs_visibility_timeout=90, sqs_max_receive_count=3).up()
+
+    dlq, queue = (
+        attributes(aws_resources, aws_resources.dlq_name),
+        attributes(aws_resources, aws_resources.queue_name),
+    )
+    assert queue["VisibilityTimeout"] == "90"
+    assert queue["ReceiveMessageWaitTimeSeconds"] == "20"
+    redrive = json.loads(queue["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"] == dlq["QueueArn"]
+    assert int(redrive["maxReceiveCount"]) == 3
+    # A moved message keeps its original enqueue time: the DLQ must keep it longer.
+    assert int(queue["MessageRetentionPeriod"]) == SOURCE_RETENTION_SECONDS
+    assert int(dlq["MessageRetentionPeriod"]) == DLQ_RETENTION_SECONDS > SOURCE_RETENTION_SECONDS
+
+
+def test_queue_policy_lets_only_our_bucket_send(aws_resources: AwsResources) -> None:
+    provisioner().up()
+
+    queue = attributes(aws_resources, aws_resources.queue_name)
+    (statement,) = json.loads(queue["Policy"])["Statement"]
+    account = queue["QueueArn"].split(":")[4]
+    assert statement == {
+        "Sid": POLICY_SID,
+        "Effect": "Allow",
+        "Principal": {"Service": "s3.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": queue["QueueArn"],
+        "Condition": {
+            "ArnEquals": {"aws:SourceArn": f"arn:aws:s3:::{aws_resources.bucket}"},
+            "StringEquals": {"aws:SourceAccount": account},
+        },
+    }
+
+
+def test_second_up_reports_and_changes_nothing(aws_resources: AwsResources) -> None:
+    provisioner().up()
+    drain(aws_resources)  # the s3:TestEvent of the first up
+    snapshot = (
+        attributes(aws_resources, aws_resources.queue_name),
+        attributes(aws_resources, aws_resources.dlq_name),
+        notification_config(aws_resources),
+    )
+
+    report = provisioner().up()
+
+    assert not report.changed
+    assert steps(report.plan) == dict.fromkeys(("bucket", "dlq", "queue", "notification"), "none")
+    assert snapshot == (
+        attributes(aws_resources, aws_resources.queue_name),
+        attributes(aws_resources, aws_resources.dlq_name),
+        notification_config(aws_resources),
+    )  # LastModifiedTimestamp included: nothing was written
+    assert drain(aws_resources) == []  # no new s3:TestEvent: the notification was not rewritten
+
+
+def test_changed_settings_update_only_what_differs(aws_resources: AwsResources) -> None:
+    provisioner().up()
+
+    plan = provisioner(sqs_visibility_timeout=300, sqs_max_receive_count=8).status()
+
+    assert steps(plan) == {
+        "bucket": "none",
+        "dlq": "none",
+        "queue": "update",
+        "notification": "none",
+    }
+    (queue_step,) = plan.changes
+    assert {d.field for d in queue_step.differences} == {"VisibilityTimeout", "RedrivePolicy"}
+    report = provisioner(sqs_visibility_timeout=300, sqs_max_receive_count=8).up()
+    assert [step.resource for step in report.plan.changes] == ["queue"]
+    assert attributes(aws_resources, aws_resources.queue_name)["VisibilityTimeout"] == "300"
+    assert provisioner(sqs_visibility_timeout=300, sqs_max_receive_count=8).status().up_to_date
+
+
+def test_missing_dlq_is_reported_and_only_it_is_recreated(aws_resources: AwsResources) -> None:
+    provisioner().up()
+    sqs = aws_resources.client("sqs")
+    sqs.delete_queue(QueueUrl=queue_url(aws_resources, aws_resources.dlq_name))
+
+    plan = provisioner().status()
+
+    assert steps(plan) == {
+        "bucket": "none",
+        "dlq": "create",
+        "queue": "none",
+        "notification": "none",
+    }
+    assert {step.resource: step.state for step in plan.steps}["dlq"] == "missing"
+    report = provisioner().up()
+    assert [(s.resource, s.action) for s in report.plan.changes] == [("dlq", "create")]
+    assert provisioner().status().up_to_date
+    redrive = json.loads(attributes(aws_resources, aws_resources.queue_name)["RedrivePolicy"])
+    assert (
+        redrive["deadLetterTargetArn"]
+        == attributes(aws_resources, aws_resources.dlq_name)["QueueArn"]
+    )
+
+
+def test_existing_queue_found_by_url(aws_resources: AwsResources) -> None:
+    provisioner().up()
+    url = queue_url(aws_resources, aws_resources.queue_name)
+
+    plan = provisioner(sqs_queue_url=url, sqs_queue_name="ignored-when-url-is-set").status()
+
+    assert plan.up_to_date, plan.changes
+
+
+# --- the notification --------------------------------------------------------------------------
+
+
+def test_upload_and_delete_produce_messages(aws_resources: AwsResources) -> None:
+    provisioner().up()
+    s3 = aws_resources.client("s3")
+    bodies = drain(aws_resources)
+    assert all("Records" not in body for body in bodies)  # only the s3:TestEvent, if any yet
+
+    s3.put_object(Bucket=aws_resources.bucket, Key="photos/a b.jpg", Body=b"jpeg")
+    created = receive_s3_records(aws_resources, until=lambda records: len(records) >= 1)
+    s3.delete_object(Bucket=aws_resources.bucket, Key="photos/a b.jpg")
+    removed = receive_s3_records(aws_resources, until=lambda records: len(records) >= 1)
+
+    ((put,), (delete,)) = created, removed
+    assert put["eventName"].startswith("ObjectCreated:")
+    assert delete["eventName"].startswith("ObjectRemoved:")
+    for record in (put, delete):
+        assert record["s3"]["bucket"]["name"] == aws_resources.bucket
+        assert unquote_plus(record["s3"]["object"]["key"]) == "photos/a b.jpg"
+        assert record["s3"]["configurationId"] == NOTIFICATION_ID
+
+
+def test_prefix_and_suffix_filters(aws_resources: AwsResources) -> None:
+    provisioner(s3_notification_prefix="incoming/", s3_notification_suffix=".jpg").up()
+    (ours,) = notification_config(aws_resources)["QueueConfigurations"]
+    assert normalize_notification(ours)["Filter"] == [("prefix", "incoming/"), ("suffix", ".jpg")]
+    drain(aws_resources)
+
+    s3 = aws_resources.client("s3")
+    for key in ("incoming/skip.png", "elsewhere/skip.jpg", "incoming/take.jpg"):
+        s3.put_object(Bucket=aws_resources.bucket, Key=key, Body=b"x")
+    records = receive_s3_records(
+        aws_resources, until=lambda rs: any("take" in r["s3"]["object"]["key"] for r in rs)
+    )
+
+    assert [unquote_plus(r["s3"]["object"]["key"]) for r in records] == ["incoming/take.jpg"]
+
+
+def test_other_notification_configs_survive_up_and_down(aws_resources: AwsResources) -> None:
+    s3, sqs = aws_resources.client("s3"), aws_resources.client("sqs")
+    s3.create_bucket(Bucket=aws_resources.bucket)
+    other_url = sqs.create_queue(QueueName=aws_resources.name("other"))["QueueUrl"]
+    other_arn = sqs.get_queue_attributes(QueueUrl=other_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    theirs = {
+        "Id": "someone-else",
+        "QueueArn": other_arn,
+        # No event type in common with ours: AWS refuses overlapping configurations.
+        "Events": ["s3:ObjectRestore:*"],
+    }
+    s3.put_bucket_notification_configuration(
+        Bucket=aws_resources.bucket, NotificationConfiguration={"QueueConfigurations": [theirs]}
+    )
+
+    provisioner().up()
+    ids = {c["Id"] for c in notification_config(aws_resources)["QueueConfigurations"]}
+    assert ids == {"someone-else", NOTIFICATION_ID}
+    assert provisioner(s3_notification_prefix="changed/").up().changed
+    ids = {c["Id"] for c in notification_config(aws_resources)["QueueConfigurations"]}
+    assert ids == {"someone-else", NOTIFICATION_ID}
+
+    provisioner().down()
+    (survivor,) = notification_config(aws_resources)["QueueConfigurations"]
+    assert normalize_notification(survivor) == normalize_notification(theirs)
+
+
+def test_foreign_policy_statements_are_kept(aws_resources: AwsResources) -> None:
+    provisioner().up()
+    sqs, url = aws_resources.client("sqs"), queue_url(aws_resources, aws_resources.queue_name)
+    policy = json.loads(attributes(aws_resources, aws_resources.queue_name)["Policy"])
+    ours = policy["Statement"][0]
+    foreign = {**ours, "Sid": "someone-else", "Principal": {"Service": "sns.amazonaws.com"}}
+    tampered = {**ours, "Condition": {"ArnEquals": {"aws:SourceArn": "arn:aws:s3:::elsewhere"}}}
+    sqs.set_queue_attributes(
+        QueueUrl=url,
+        Attributes={"Policy": json.dumps({**policy, "Statement": [foreign, tampered]})},
+    )
+
+    plan = provisioner().status()
+    assert [(s.resource, [d.field for d in s.differences]) for s in plan.changes] == [
+        ("queue", ["Policy"])
+    ]
+    provisioner().up()
+
+    statements = json.loads(attributes(aws_resources, aws_resources.queue_name)["Policy"])[
+        "Statement"
+    ]
+    assert {s["Sid"] for s in statements} == {"someone-else", POLICY_SID}
+    assert provisioner().status().up_to_date
+
+
+# --- down --------------------------------------------------------------------------------------
+
+
+def test_down_is_idempotent_and_keeps_the_bucket_unless_asked(aws_resources: AwsResources) -> None:
+    provisioner().up()
+    s3 = aws_resources.client("s3")
+    s3.put_object(Bucket=aws_resources.bucket, Key="keep.txt", Body=b"x")
+
+    first = provisioner().down()
+    second = provisioner().down()
+
+    assert [(s.resource, s.action) for s in first.removed] == [
+        ("notification", "delete"), ("queue", "delete"), ("dlq", "delete"),
+    ]  # fmt: skip
+    assert not second.changed
+    assert steps(provisioner().status()) == {
+        "bucket": "none", "dlq": "create", "queue": "create", "notification": "create",
+    }  # fmt: skip
+    with pytest.raises(StorageError, match="not empty"):
+        provisioner().down(delete_bucket=True)
+    s3.head_bucket(Bucket=aws_resources.bucket)  # refused before anything was deleted
+
+    forced = provisioner().down(delete_bucket=True, force=True)
+
+    assert [(s.resource, s.action) for s in forced.removed] == [("bucket", "delete")]
+    assert not provisioner().down(delete_bucket=True, force=True).changed
+    assert all(step.state == "missing" for step in provisioner().status().steps)
+
+
+# --- the CLI -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(aws_resources: AwsResources, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.chdir(tmp_path)  # away from any developer .env
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args))
+
+
+def test_cli_up_status_down_json(aws_resources: AwsResources, cli: Any) -> None:
+    assert cli("status").exit_code == 1
+
+    first, second = cli("up", "--json"), cli("up", "--json")
+
+    assert first.exit_code == 0 and json.loads(first.stdout)["changed"] is True
+    assert second.exit_code == 0 and json.loads(second.stdout)["changed"] is False
+    status = cli("status", "--json")
+    assert status.exit_code == 0 and json.loads(status.stdout)["up_to_date"] is True
+    sqs = aws_resources.client("sqs")
+    sqs.delete_queue(QueueUrl=queue_url(aws_resources, aws_resources.dlq_name))
+    missing = cli("status", "--json")
+    assert missing.exit_code == 1
+    states = {s["resource"]: s["state"] for s in json.loads(missing.stdout)["steps"]}
+    assert states == {
+        "bucket": "present",
+        "dlq": "missing",
+        "queue": "present",
+        "notification": "present",
+    }
+    assert cli("down", "--delete-bucket", "--force").exit_code == 0
+    assert json.loads(cli("down", "--json").stdout) == {"changed": False, "removed": []}
+
+
+def test_cli_tables_and_errors(
+    aws_resources: AwsResources, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    up = cli("up")
+    assert up.exit_code == 0 and "create" in up.stdout and aws_resources.bucket in up.stdout
+    assert "Nothing to change" in cli("up").stdout
+    assert cli("down", "--force").exit_code == 2  # --force without --delete-bucket
+
+    monkeypatch.setenv("S3_BUCKET", "Not_A_Bucket")
+    bad = cli("status")
+    assert bad.exit_code == 2 and "S3_BUCKET" in bad.stderr
+
+
+# --- error mapping (no backend needed) ---------------------------------------------------------
+
+
+def _client_error(code: str, status: int) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "SomeOperation",
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "mapped"),
+    [
+        (_client_error("SlowDown", 503), StorageUnavailable),
+        (_client_error("ThrottlingException", 400), StorageUnavailable),
+        (_client_error("InternalError", 500), StorageUnavailable),
+        (_client_error("AWS.SimpleQueueService.QueueDeletedRecently", 400), StorageUnavailable),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), StorageUnavailable),
+        (_client_error("AccessDenied", 403), StorageError),
+        (_client_error("InvalidArgument", 400), StorageError),
+    ],
+)
+def test_botocore_errors_are_mapped(error: Exception, mapped: type[Exception]) -> None:
+    def fail() -> None:
+        raise error
+
+    with pytest.raises(mapped) as caught:
+        aws_call(fail)
+    assert caught.type is mapped and caught.value.__cause__ is error
