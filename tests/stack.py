@@ -115,13 +115,14 @@ class Stack:
         daemon = Daemon(self.settings(**overrides), drain=True)
         return await asyncio.wait_for(daemon.run(), timeout)
 
-    def spawn(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        """``s3convex run`` as a real process (for signals and kill -9)."""
+    def spawn(self, *args: str, log_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """``s3convex run`` as a real process (for signals and kill -9); logs go to ``log_path``."""
         env = {**os.environ, **self.env, **(extra_env or {})}
-        return subprocess.Popen(
-            [sys.executable, "-m", "consumer", "run", *args],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+        with log_path.open("a") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "consumer", "run", *args],
+                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, text=True,
+            )
 
     # --- Convex side -------------------------------------------------------------------------
 

@@ -120,7 +120,7 @@ async def test_deploy_key_never_reaches_logs_or_errors(
             errors.append(repr(exc) + str(exc))
     assert len(errors) == 2
     assert caplog.records, "the retries must have been logged"
-    assert all(key not in text for text in errors + [caplog.text])
+    assert all(key not in text for text in [*errors, caplog.text])
 
 
 def test_value_encoding_round_trips() -> None:
