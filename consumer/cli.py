@@ -23,12 +23,21 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# Sub-apps live beside the code they drive; each module exposes a ``typer.Typer`` named ``app``.
-for _module, _name in (("infra.cli", "infra"),):
+# Command groups live beside the code they drive. Each module named here exposes
+# ``register(app)``, which adds its commands or sub-app; a module not written yet is skipped.
+COMMAND_MODULES = (
+    "infra.cli",  # s3convex infra up|status|down
+    "consumer.ops.assets",  # s3convex assets show|list
+    "consumer.ops.replay",  # s3convex replay list|show|replay|export|import
+    "consumer.ops.reconcile",  # s3convex reconcile
+    "consumer.ops.health",  # s3convex health
+    "consumer.ops.url",  # s3convex url
+)
+for _module in COMMAND_MODULES:
     try:
-        app.add_typer(importlib.import_module(_module).app, name=_name)
-    except ModuleNotFoundError as _exc:  # pragma: no cover - only while a sub-app is missing
-        if _exc.name != _module:
+        importlib.import_module(_module).register(app)
+    except ModuleNotFoundError as _exc:
+        if _exc.name not in {_module, _module.rsplit(".", 1)[0]}:
             raise
 
 

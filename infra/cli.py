@@ -141,6 +141,11 @@ def _short(value: Any) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def register(root: typer.Typer) -> None:
+    """Mount as ``s3convex infra`` (see ``consumer.cli.COMMAND_MODULES``)."""
+    root.add_typer(app, name="infra")
+
+
 def main() -> None:
     app(prog_name="s3convex infra")
 
