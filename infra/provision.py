@@ -284,13 +284,14 @@ class Provisioner:
     def _check_queue(self) -> tuple[Step, Fix | None]:
         name = self.desired.queue_name
         url = self._queue_url(name, self.desired.queue_url)
-        dlq_arn = self._queue_arn(self.desired.dlq_name)
         if url is None:
             return Step("queue", name, "create"), self._create_main_queue
         current = self._attributes(url)
         queue_arn = current["QueueArn"]
         # With the DLQ gone (status only: up re-creates it first) its ARN is still predictable.
-        dlq_arn = dlq_arn or sibling_queue_arn(queue_arn, self.desired.dlq_name)
+        dlq_arn = self._queue_arn(self.desired.dlq_name) or sibling_queue_arn(
+            queue_arn, self.desired.dlq_name
+        )
         desired = self.desired.queue_attributes(dlq_arn=dlq_arn)
         differences = _attribute_differences(current, desired)
         statement = self.desired.queue_statement(queue_arn)

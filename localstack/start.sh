@@ -101,7 +101,7 @@ PY
 
 running() { [[ -f $PIDFILE ]] && grep -qa localstack.runtime.main "/proc/$(cat "$PIDFILE")/cmdline" 2>/dev/null; }
 
-# Waits (one process, polling every 50 ms) until s3 and sqs are available — "healthy" — and
+# Waits (one process, polling) until s3 and sqs are available — "healthy" — and
 # then until the READY init stage has completed (our hooks ran). Prints both times.
 # Exit: 0 ready, 1 a hook failed, 2 LocalStack exited, 3 timeout.
 wait_ready() {
@@ -127,18 +127,18 @@ while time.time() - started < timeout:
             if all(services.get(n) in ("available", "running") for n in ("s3", "sqs")):
                 healthy = time.time() - started
         if healthy is not None:
-            ready = get("/_localstack/init/ready")
-            failed = [s["name"] for s in ready["scripts"] if s["state"] == "ERROR"]
+            init = get("/_localstack/init")  # START hooks (00-loopback.py) count too
+            failed = [s["name"] for s in init["scripts"] if s["state"] == "ERROR"]
             if failed:
                 print(f"init hook failed: {' '.join(failed)}", file=sys.stderr)
                 sys.exit(1)
-            if ready["completed"]:
+            if init["completed"]["READY"]:
                 print(f"localstack: healthy in {healthy:.1f} s, init hooks done in "
                       f"{time.time() - started:.1f} s", file=sys.stderr)
                 sys.exit(0)
     except OSError:
         pass  # not listening yet
-    time.sleep(0.05)
+    time.sleep(0.05 if healthy is None else 0.2)  # every poll is a line in LocalStack's log
 sys.exit(3)
 PY
 }
@@ -147,7 +147,7 @@ ensure_venv
 ensure_catalog
 if running; then
     log "already running (pid $(cat "$PIDFILE"))"
-    echo "$ENDPOINT"
+    cat "$STATE/localstack.endpoint"
     exit 0
 fi
 
@@ -159,6 +159,16 @@ fi
 if [[ $PROVISION != 0 ]] && ! PYTHONPATH=$ROOT "$PROJECT_PYTHON" -c 'import infra.provision' 2>/dev/null; then
     log "the project's Python ($PROJECT_PYTHON) cannot import infra.provision:"
     log "set S3CONVEX_PYTHON to the project's venv python, or S3CONVEX_PROVISION=0"
+    exit 1
+fi
+
+# SO_REUSEADDR as servers use it: connections in TIME_WAIT do not count, a listener does.
+if ! "$VENV/bin/python" -c '
+import socket, sys
+probe = socket.socket()
+probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+probe.bind(("127.0.0.1", int(sys.argv[1])))' "$PORT" 2>/dev/null; then
+    log "port $PORT on 127.0.0.1 is in use (set LOCALSTACK_PORT)"
     exit 1
 fi
 
@@ -188,16 +198,17 @@ env -u PYTHONPATH -u VIRTUAL_ENV \
     S3CONVEX_ENDPOINT="$ENDPOINT" \
     setsid "$VENV/bin/python" -m localstack.runtime.main >>"$LOG" 2>&1 </dev/null &
 echo $! >"$PIDFILE"
+echo "$ENDPOINT" >"$STATE/localstack.endpoint"
 
 status=0
 wait_ready "$started" || status=$?
 case $status in
     0) ;;
-    1) log "LocalStack is running (pid $(cat "$PIDFILE")) but provisioning failed; see $LOG:"
-       tail -n 20 "$LOG" >&2
+    1) log "LocalStack is running (pid $(cat "$PIDFILE")) but an init hook failed; see $LOG:"
+       grep -v /_localstack/ "$LOG" | tail -n 20 >&2
        exit 1 ;;
     2) log "exited during start; last lines of $LOG:"
-       tail -n 30 "$LOG" >&2
+       grep -v /_localstack/ "$LOG" | tail -n 30 >&2
        rm -f "$PIDFILE"
        exit 1 ;;
     *) log "not ready after ${TIMEOUT}s; see $LOG (stop it with localstack/stop.sh)"
