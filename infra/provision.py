@@ -27,6 +27,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from consumer.aws import map_aws_error
 from consumer.config import Settings
 from consumer.errors import StorageError, StorageUnavailable
 from infra.desired import (
@@ -48,22 +49,8 @@ _MISSING_CODES = {
     "AWS.SimpleQueueService.NonExistentQueue",
     "QueueDoesNotExist",
 }
-_RETRYABLE_CODES = {
-    "Throttling",
-    "ThrottlingException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "SlowDown",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "ServiceUnavailable",
-    "InternalError",
-    "InternalFailure",
-    "RequestTimeout",
-    # SQS refuses to re-create a queue for 60 s after it was deleted.
-    "AWS.SimpleQueueService.QueueDeletedRecently",
-    "QueueDeletedRecently",
-}
+# SQS refuses to re-create a queue for 60 s after it was deleted: worth retrying, for `up`.
+_RETRY_LATER_CODES = {"AWS.SimpleQueueService.QueueDeletedRecently", "QueueDeletedRecently"}
 _NOTIFICATION_KINDS = (
     "QueueConfigurations",
     "TopicConfigurations",
@@ -173,23 +160,26 @@ class _Missing(StorageError):
 
 
 def aws_call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """Call one botocore operation, mapping its errors into the project's error tree."""
+    """Call one botocore operation, mapping its errors into the project's error tree.
+
+    AWS's answers are classified as the daemon's are (:func:`consumer.aws.map_aws_error`); the
+    message keeps AWS's own explanation, which is what a person running ``infra up`` must read.
+    """
     try:
         return fn(*args, **kwargs)
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        message = f"{exc.operation_name}: {code or status}: {error.get('Message', '')}".rstrip(": ")
+        message = f"{exc.operation_name}: {code}: {error.get('Message', '')}".rstrip(": ")
         if code in _MISSING_CODES or error.get("QueryErrorCode") in _MISSING_CODES:
             raise _Missing(message) from exc
-        if code in _RETRYABLE_CODES or status == 429 or status >= 500:
+        if code in _RETRY_LATER_CODES:
             raise StorageUnavailable(message) from exc
-        raise StorageError(message) from exc
-    except (BotoConnectionError, HTTPClientError) as exc:
+        raise type(map_aws_error(exc, exc.operation_name))(message) from exc
+    except (BotoConnectionError, HTTPClientError) as exc:  # refused, reset, timed out
         raise StorageUnavailable(f"cannot reach AWS: {exc}") from exc
     except BotoCoreError as exc:  # no credentials, no region, invalid parameters...
-        raise StorageError(str(exc)) from exc
+        raise StorageError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def aws_pages(client: Any, operation: str, **kwargs: Any) -> Iterator[dict[str, Any]]:

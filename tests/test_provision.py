@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 from typer.testing import CliRunner
 
 from consumer.errors import StorageError, StorageUnavailable
@@ -421,6 +421,7 @@ def _client_error(code: str, status: int) -> ClientError:
         (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), StorageUnavailable),
         (_client_error("AccessDenied", 403), StorageError),
         (_client_error("InvalidArgument", 400), StorageError),
+        (NoCredentialsError(), StorageError),
     ],
 )
 def test_botocore_errors_are_mapped(error: Exception, mapped: type[Exception]) -> None:
