@@ -1,8 +1,9 @@
 """What the S3 → SQS wiring should look like, as plain data derived from the settings.
 
-Nothing here talks to AWS: :class:`Desired` holds names and numbers, and the ``render_*``
-functions turn them (plus the ARNs only AWS can tell) into the exact attribute values and
-notification entries that :mod:`infra.provision` compares with what exists and writes.
+Nothing here talks to AWS: :class:`Desired` holds names and numbers and turns them (plus the
+ARNs only AWS can tell) into the exact queue attributes, policy statement and notification
+entry that :mod:`infra.provision` compares with what exists and writes; the helpers below
+merge ours into what others configured and normalise both sides for the comparison.
 """
 
 from __future__ import annotations

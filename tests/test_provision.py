@@ -401,7 +401,29 @@ def test_cli_tables_and_errors(
     assert bad.exit_code == 2 and "S3_BUCKET" in bad.stderr
 
 
-# --- error mapping (no backend needed) ---------------------------------------------------------
+# --- pure pieces (no backend needed) -----------------------------------------------------------
+
+
+def test_dlq_must_outlive_the_source_queue() -> None:
+    with pytest.raises(ValueError, match="longer"):
+        Desired(bucket="b-1", queue_name="q", dlq_name="d", source_retention=5, dlq_retention=5)
+
+
+def test_policy_names_the_bucket_in_the_queues_partition() -> None:
+    desired = Desired(bucket="media", queue_name="q", dlq_name="d")
+    statement = desired.queue_statement("arn:aws-cn:sqs:cn-north-1:111122223333:q")
+    assert statement["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": "arn:aws-cn:s3:::media"},
+        "StringEquals": {"aws:SourceAccount": "111122223333"},
+    }
+
+
+def test_settings_without_convex_are_enough_for_infra(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CONVEX_URL", "CONVEX_DEPLOY_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    settings = InfraSettings(_env_file=None, s3_bucket="media", sqs_queue_url="http://h/1/q-x")
+    desired = Desired.from_settings(settings)
+    assert (desired.queue_name, desired.queue_url) == ("q-x", "http://h/1/q-x")
 
 
 def _client_error(code: str, status: int) -> ClientError:
