@@ -46,18 +46,22 @@ class AwsClients:
 
 @contextlib.asynccontextmanager
 async def open_clients(settings: Settings, *, max_pool_connections: int = 64) -> AsyncIterator[AwsClients]:
-    config = AioConfig(
-        max_pool_connections=max_pool_connections,
-        retries={"mode": "standard", "max_attempts": 3},
-        connect_timeout=5,
-        read_timeout=settings.consumer_wait_seconds + 10,  # a long poll must not time out
+    common = {
+        "max_pool_connections": max_pool_connections,
+        "retries": {"mode": "standard", "max_attempts": 3},
+        "connect_timeout": 5,
+        "read_timeout": settings.consumer_wait_seconds + 10,  # a long poll must not time out
+    }
+    s3_config = AioConfig(
+        **common,
+        signature_version="s3v4",  # presigned URLs are SigV4, as every region now requires
         s3={"addressing_style": "path"} if settings.endpoint_url else None,
     )
     session = get_session()
-    kwargs = {"region_name": settings.aws_region, "endpoint_url": settings.endpoint_url, "config": config}
+    where = {"region_name": settings.aws_region, "endpoint_url": settings.endpoint_url}
     async with (
-        session.create_client("s3", **kwargs) as s3,
-        session.create_client("sqs", **kwargs) as sqs,
+        session.create_client("s3", **where, config=s3_config) as s3,
+        session.create_client("sqs", **where, config=AioConfig(**common)) as sqs,
     ):
         yield AwsClients(s3=s3, sqs=sqs)
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The README's test command: the whole suite.
+#   1. Convex functions and the local Convex server (vitest, convex-test);
+#   2. Python on moto (unit, integration, end-to-end), in parallel;
+#   3. the end-to-end tier again on LocalStack.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+
+echo "==> TypeScript: typecheck + vitest"
+npx tsc --noEmit -p convex
+npx vitest run
+
+echo "==> Python: ruff"
+.venv/bin/ruff check .
+
+echo "==> Python on moto"
+.venv/bin/python -m pytest -p no:cacheprovider -n 2 --backend=moto "$@"
+
+echo "==> Python end-to-end on LocalStack"
+.venv/bin/python -m pytest -p no:cacheprovider -n 2 --backend=localstack -m e2e "$@"
