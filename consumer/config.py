@@ -58,7 +58,8 @@ class Settings(BaseSettings):
     consumer_max_concurrent_flushes: int = Field(8, ge=1, le=16)
     consumer_head_concurrency: PositiveInt = 32
     consumer_grace_seconds: float = Field(20.0, ge=0)
-    consumer_wait_seconds: int = Field(20, ge=0, le=20)
+    # Long-poll wait: 10 s keeps SIGTERM → exit under ~10 s at a negligible request cost.
+    consumer_wait_seconds: int = Field(10, ge=0, le=20)
     health_port: int | None = Field(None, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
