@@ -66,18 +66,16 @@ def status(json_output: JsonOption = False) -> None:
 @app.command()
 def down(
     delete_bucket: Annotated[
-        bool, typer.Option("--delete-bucket", help="Also delete the bucket (must be empty).")
+        bool, typer.Option("--delete-bucket", help="Also delete the bucket (refused if not empty).")
     ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="With --delete-bucket: delete every object first.")
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Remove our notification entry and both queues (others' entries are kept).
-
-    Deliberately no environment defaults for --delete-bucket/--force: destroying data
-    takes a flag typed on the command line.
-    """
+    """Remove our notification entry and both queues (others' entries are kept)."""
+    # Deliberately no environment defaults for --delete-bucket/--force: destroying data takes
+    # a flag typed on the command line.
     if force and not delete_bucket:
         raise typer.BadParameter("--force only applies together with --delete-bucket")
     report: DownReport = _run(lambda p: p.down(delete_bucket=delete_bucket, force=force))
