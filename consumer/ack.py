@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from consumer.aws import map_aws_error
 from consumer.batching import MicroBatcher
 from consumer.inflight import InFlight, InFlightMessage
+from consumer.telemetry import messages_finished
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,10 @@ class Acknowledger:
             self._delete_batch, max_size=10, max_wait=0.005, max_concurrent=8
         )
 
-    async def delete(self, message: InFlightMessage) -> None:
+    async def delete(self, message: InFlightMessage, *, outcome: str = "deleted") -> None:
         try:
             await self.deletes.submit(message)
+            messages_finished.add(1, {"outcome": outcome})
         finally:
             await self._in_flight.done(message)
 
@@ -52,6 +54,7 @@ class Acknowledger:
                 ReceiptHandle=message.receipt_handle,
                 VisibilityTimeout=delay_seconds,
             )
+            messages_finished.add(1, {"outcome": "released"})
             log.info("released", extra={"delay_s": delay_seconds, "reason": reason,
                                         "receive_count": message.receive_count})
         except Exception as exc:
@@ -72,7 +75,7 @@ class Acknowledger:
             await self._in_flight.done(message)
             return
         log.warning("dead-lettered", extra={"reason": reason, "receive_count": message.receive_count})
-        await self.delete(message)
+        await self.delete(message, outcome="dead_lettered")
 
     async def _delete_batch(self, messages: Sequence[InFlightMessage]) -> list[bool]:
         entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(messages)]

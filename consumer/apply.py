@@ -20,6 +20,7 @@ from typing import Literal
 from consumer.backoff import backoff_delay
 from consumer.convex_client import ConvexClient
 from consumer.errors import ConvexFunctionError, ConvexUnavailable
+from consumer.telemetry import event_lag, events_applied, flush_duration
 from handlers.asset import AssetChange
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,16 @@ class ConvexApplier:
             half = len(changes) // 2
             return [*await self.apply(changes[:half]), *await self.apply(changes[half:])]
         results = [ApplyResult(item["status"], item.get("reason")) for item in raw]
+        elapsed_ms = (time.monotonic() - started) * 1000
+        committed_at_ms = time.time() * 1000
         counts = Counter(result.status for result in results)
-        log.info(
-            "flush",
-            extra={"events": len(changes), **counts, "ms": round((time.monotonic() - started) * 1000, 1)},
-        )
+        for status, count in counts.items():
+            events_applied.add(count, {"status": status})
+        flush_duration.record(elapsed_ms)
+        for change, result in zip(changes, results, strict=True):
+            if result.status == "applied":
+                event_lag.record(max(0.0, committed_at_ms - change.eventTime))
+        log.info("flush", extra={"events": len(changes), **counts, "ms": round(elapsed_ms, 1)})
         return results
 
     async def _mutate_until_available(self, changes: Sequence[AssetChange]) -> list[dict]:

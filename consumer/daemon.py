@@ -36,6 +36,7 @@ from consumer.inflight import InFlight, InFlightMessage
 from consumer.pipeline import Pipeline
 from consumer.receive import Receiver
 from consumer.retry import RetryPolicy
+from consumer.telemetry import configure_metrics
 from handlers.context import HandlerContext
 from handlers.objects import registry
 from handlers.store import S3ObjectStore
@@ -45,7 +46,12 @@ log = logging.getLogger(__name__)
 
 
 def run_daemon(settings: Settings, *, drain: bool = False) -> int:
-    return asyncio.run(Daemon(settings, drain=drain).run())
+    provider = configure_metrics()
+    try:
+        return asyncio.run(Daemon(settings, drain=drain).run())
+    finally:
+        if provider is not None:
+            provider.shutdown()
 
 
 class Daemon:

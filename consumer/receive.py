@@ -11,6 +11,7 @@ from consumer.aws import map_aws_error
 from consumer.backoff import backoff_delay
 from consumer.errors import RetryableError
 from consumer.inflight import InFlight, InFlightMessage
+from consumer.telemetry import messages_received
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class Receiver:
             messages = response.get("Messages", [])
             await self._in_flight.unreserve(wanted - len(messages))
             self.empty_receives = 0 if messages else self.empty_receives + 1
+            if messages:
+                messages_received.add(len(messages))
             for raw in messages:
                 message = InFlightMessage.from_sqs(raw, self._visibility_timeout)
                 self._in_flight.add(message)
