@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
+from consumer.convex_client import ConvexClient
 from infra.local_convex import start_local_convex
 from tests.stack import Stack
 
@@ -75,9 +77,6 @@ async def test_convex_outage_delays_work_and_loses_nothing(stack: Stack, tmp_pat
     server = start_local_convex(key, port=port, state_file=state)
     try:
         assert await daemon == 0
-        from consumer.convex_client import ConvexClient
-        from pydantic import SecretStr
-
         async with ConvexClient(server.url, SecretStr(key)) as convex:
             for k in keys:
                 record = await convex.query("assets:getByKey", {"bucket": stack.bucket, "key": k})

@@ -3,8 +3,9 @@
 # (localstack/runtime/server/twisted.py: "TODO: interface = host?"). START hooks run inside
 # LocalStack's process before the gateway binds, so hand the configured host to twisted here.
 # (GATEWAY_SERVER=hypercorn honours the host but measured ~35% slower.) Harmless if fixed upstream.
-from localstack import config
 from twisted.internet import endpoints
+
+from localstack import config
 
 _listen_hosts = {address.port: address.host for address in config.GATEWAY_LISTEN}
 _tcp4_endpoint = endpoints.TCP4ServerEndpoint
