@@ -109,4 +109,44 @@ export default defineSchema({
   })
     .index("by_asset", ["assetId", "revision"])
     .index("by_bucket_key", ["bucket", "key", "revision"]),
+
+  // Audit trail of `s3convex replay` runs, one row per run (convex/operations.ts).
+  replayRuns: defineTable({
+    runId: v.string(),
+    kind: v.union(v.literal("replay"), v.literal("import")),
+    status: v.union(
+      v.literal("running"),
+      v.literal("completed"),
+      v.literal("interrupted"),
+      v.literal("failed"),
+    ),
+    operator: v.string(),
+    host: v.optional(v.string()),
+    source: v.string(),
+    target: v.string(),
+    // What selected the messages (absent: no such filter); `file` for imports.
+    filters: v.object({
+      keys: v.optional(v.array(v.string())),
+      events: v.optional(v.array(v.string())),
+      reasons: v.optional(v.array(v.string())),
+      messageIds: v.optional(v.array(v.string())),
+      olderThanSeconds: v.optional(v.number()),
+      newerThanSeconds: v.optional(v.number()),
+      limit: v.optional(v.number()),
+      ratePerSecond: v.optional(v.number()),
+      file: v.optional(v.string()),
+    }),
+    examined: v.number(),
+    selected: v.number(),
+    moved: v.number(),
+    sendFailed: v.number(),
+    deleteFailed: v.number(),
+    movedIds: v.array(v.object({ from: v.string(), to: v.string() })),
+    movedIdsTruncated: v.boolean(),
+    error: v.optional(v.string()),
+    startedAt: v.number(),
+    finishedAt: v.optional(v.number()),
+  })
+    .index("by_run_id", ["runId"])
+    .index("by_started_at", ["startedAt"]),
 });

@@ -15,6 +15,7 @@ import type {
 } from "convex/server";
 import type * as assets from "../assets.js";
 import type * as events from "../events.js";
+import type * as operations from "../operations.js";
 import type * as ordering from "../ordering.js";
 
 /**
@@ -28,6 +29,7 @@ import type * as ordering from "../ordering.js";
 declare const fullApi: ApiFromModules<{
   assets: typeof assets;
   events: typeof events;
+  operations: typeof operations;
   ordering: typeof ordering;
 }>;
 export declare const api: FilterApi<
