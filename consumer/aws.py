@@ -82,7 +82,7 @@ def map_aws_error(exc: Exception, action: str) -> SyncError:
         if code in _RETRYABLE_CODES or status == 429 or status >= 500:
             return StorageUnavailable(text)
         return StorageError(text)
-    if isinstance(exc, _NETWORK_ERRORS | OSError | TimeoutError):
+    if isinstance(exc, (*_NETWORK_ERRORS, OSError, TimeoutError)):
         return StorageUnavailable(f"{action}: {type(exc).__name__}: {exc}")
     if isinstance(exc, BotoCoreError):
         return StorageError(f"{action}: {type(exc).__name__}: {exc}")

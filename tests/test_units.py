@@ -95,3 +95,21 @@ async def test_batcher_flush_error_reaches_every_caller_of_that_batch() -> None:
     await batcher.close()
     await runner
     assert all(isinstance(o, ConvexUnavailable) for o in outcomes)
+
+
+def test_aws_errors_map_to_the_two_roots() -> None:
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    from consumer.aws import map_aws_error
+    from consumer.errors import StorageError
+
+    def client_error(code: str, status: int) -> ClientError:
+        return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
+
+    assert isinstance(map_aws_error(client_error("SlowDown", 503), "HeadObject"), StorageUnavailable)
+    assert isinstance(map_aws_error(client_error("ThrottlingException", 400), "Receive"), StorageUnavailable)
+    assert isinstance(map_aws_error(client_error("InternalError", 500), "Put"), StorageUnavailable)
+    assert isinstance(map_aws_error(client_error("AccessDenied", 403), "HeadObject"), StorageError)
+    network = EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+    assert isinstance(map_aws_error(network, "ReceiveMessage"), StorageUnavailable)
+    assert isinstance(map_aws_error(ConnectionResetError("reset"), "ReceiveMessage"), StorageUnavailable)
