@@ -155,12 +155,6 @@ interface IndexDef {
   entries: SortedIndex<Doc>;
 }
 
-interface RangePlan {
-  index: IndexDef;
-  start: number; // first position in range
-  end: number; // one past the last position in range
-}
-
 export interface AccelerationStats {
   tables: Record<string, number>;
   indexes: Record<string, number>;
@@ -190,6 +184,10 @@ export class IndexedTables {
 
   index(indexName: string): IndexDef | undefined {
     return this.byName.get(indexName);
+  }
+
+  defs(table: string): IndexDef[] {
+    return this.ensureTable(table);
   }
 
   /** Apply one committed change (`before`/`after` null = absent). */
@@ -240,16 +238,84 @@ export class IndexedTables {
   }
 }
 
+/**
+ * The writes pending in one level of convex-test's `_writes` stack, indexed
+ * like the committed documents. A query's candidates are the committed range
+ * plus, from every level, the ids whose value *at that level* falls in the
+ * range (plus deletes and unkeyable values): a superset of the ids whose
+ * latest value is in range, which convex-test then re-reads and filters.
+ * Levels only change through `_addWrite` (nested commits merge through it
+ * too) and disappear when popped, so an overlay lives as long as its level.
+ */
+class LevelOverlay {
+  /** Ids written at this level, per table, in first-write order. */
+  readonly ids = new Map<string, Set<string>>();
+  private readonly indexes = new Map<IndexDef, SortedIndex<Doc>>();
+  /** Ids whose pending value has a commit-timestamp placeholder in an index field. */
+  private readonly unkeyable = new Map<string, Set<string>>();
+
+  constructor(private readonly tables: IndexedTables) {}
+
+  apply(id: string, before: Doc | null | undefined, after: Doc | null): void {
+    const table = tableNameFromId(id);
+    if (table === null) return;
+    let ids = this.ids.get(table);
+    if (ids === undefined) this.ids.set(table, (ids = new Set()));
+    ids.add(id);
+    for (const def of this.tables.defs(table)) {
+      let entries = this.indexes.get(def);
+      if (entries === undefined) this.indexes.set(def, (entries = new SortedIndex<Doc>()));
+      if (before) {
+        const key = keyOf(def, before);
+        if (!entries.remove(key)) this.unkeyable.get(table)?.delete(id);
+      }
+      if (after) {
+        const key = keyOf(def, after);
+        if (key.some(hasPlaceholder)) {
+          let set = this.unkeyable.get(table);
+          if (set === undefined) this.unkeyable.set(table, (set = new Set()));
+          set.add(id);
+        } else {
+          entries.insert({ key, doc: after });
+        }
+      }
+    }
+  }
+
+  /** Ids at this level that may be in the range (see the class comment). */
+  addCandidates(def: IndexDef, bounds: RangeBounds, out: Set<string>): void {
+    const entries = this.indexes.get(def);
+    if (entries !== undefined) {
+      const { start, end } = positions(entries, bounds);
+      const read = entries.reader();
+      for (let p = start; p < end; p++) out.add(read(p).doc._id);
+    }
+    for (const id of this.unkeyable.get(def.table) ?? []) out.add(id);
+  }
+}
+
 function keyOf(def: IndexDef, doc: Doc): IndexKey {
   return def.fields.map((f) => fieldValue(f, doc));
 }
 
+/** Where an index range starts and ends, applicable to any SortedIndex of that index. */
+interface RangeBounds {
+  isAtOrAfterStart: (key: IndexKey) => boolean;
+  isPastEnd: (key: IndexKey) => boolean;
+}
+
+function positions(entries: SortedIndex<Doc>, bounds: RangeBounds): { start: number; end: number } {
+  const start = entries.firstWhere(bounds.isAtOrAfterStart);
+  const end = entries.firstWhere(bounds.isPastEnd);
+  return { start, end: Math.max(start, end) };
+}
+
 /**
- * The committed positions an index range covers, or null when the range is
- * not the `eq* [lower] [upper]` shape we can plan (convex-test then handles
- * it, errors included).
+ * The bounds of an index range, or null when the range is not the
+ * `eq* [lower] [upper]` shape we can plan (convex-test then handles it,
+ * errors included).
  */
-function planRange(index: IndexDef, range: RangeExpr[]): { start: number; end: number } | null {
+function planRange(index: IndexDef, range: RangeExpr[]): RangeBounds | null {
   const eqs: IndexKey = [];
   let lower: { value: Value | undefined; inclusive: boolean } | null = null;
   let upper: { value: Value | undefined; inclusive: boolean } | null = null;
@@ -272,26 +338,21 @@ function planRange(index: IndexDef, range: RangeExpr[]): { start: number; end: n
       return null;
     }
   }
-  const entries = index.entries;
-  let start: number;
+  let isAtOrAfterStart: (k: IndexKey) => boolean;
   if (lower) {
     const b = [...eqs, lower.value];
-    start = lower.inclusive
-      ? entries.firstWhere((k) => comparePrefix(k, b) >= 0)
-      : entries.firstWhere((k) => comparePrefix(k, b) > 0);
+    isAtOrAfterStart = lower.inclusive ? (k) => comparePrefix(k, b) >= 0 : (k) => comparePrefix(k, b) > 0;
   } else {
-    start = entries.firstWhere((k) => comparePrefix(k, eqs) >= 0);
+    isAtOrAfterStart = (k) => comparePrefix(k, eqs) >= 0;
   }
-  let end: number;
+  let isPastEnd: (k: IndexKey) => boolean;
   if (upper) {
     const b = [...eqs, upper.value];
-    end = upper.inclusive
-      ? entries.firstWhere((k) => comparePrefix(k, b) > 0)
-      : entries.firstWhere((k) => comparePrefix(k, b) >= 0);
+    isPastEnd = upper.inclusive ? (k) => comparePrefix(k, b) > 0 : (k) => comparePrefix(k, b) >= 0;
   } else {
-    end = entries.firstWhere((k) => comparePrefix(k, eqs) > 0);
+    isPastEnd = (k) => comparePrefix(k, eqs) > 0;
   }
-  return { start, end: Math.max(start, end) };
+  return { isAtOrAfterStart, isPastEnd };
 }
 
 /** Parse a paginate cursor exactly like convex-test does; null if it can't. */
@@ -385,12 +446,30 @@ export function accelerate(db: DatabaseFakeInternals): Acceleration {
   let candidates: Iterable<string> | null = null;
   let cursorHint: unknown = undefined;
 
-  const pendingIds = (table: string): string[] => {
-    const out: string[] = [];
+  const overlays = new WeakMap<Writes, LevelOverlay>();
+  const original_addWrite = (db as unknown as { _addWrite: (id: string, v: Doc | null) => void })._addWrite;
+  if (typeof original_addWrite !== "function") {
+    throw new Error("convex_local: DatabaseFake has no _addWrite(); the acceleration patch does not fit this convex-test");
+  }
+  (db as unknown as { _addWrite: (id: string, v: Doc | null) => void })._addWrite = function (
+    this: DatabaseFakeInternals,
+    id: string,
+    value: Doc | null,
+  ) {
+    const level = this._writes[this._writes.length - 1];
+    const before = level?.[id];
+    original_addWrite.call(this, id, value);
+    let overlay = overlays.get(level);
+    if (overlay === undefined) overlays.set(level, (overlay = new LevelOverlay(tables)));
+    overlay.apply(id, before, value);
+  };
+
+  /** Overlays of the levels holding writes to `table`, bottom to top. */
+  const pendingLevels = (table: string): LevelOverlay[] => {
+    const out: LevelOverlay[] = [];
     for (const level of db._writes) {
-      for (const id in level) {
-        if (id.endsWith(table) && tableNameFromId(id) === table) out.push(id);
-      }
+      const overlay = overlays.get(level);
+      if (overlay !== undefined && (overlay.ids.get(table)?.size ?? 0) > 0) out.push(overlay);
     }
     return out;
   };
@@ -412,7 +491,7 @@ export function accelerate(db: DatabaseFakeInternals): Acceleration {
     } else {
       // convex-test's order: committed ids, then pending ones, each once.
       const all = new Set(tables.ids(tableName));
-      for (const id of pendingIds(tableName)) all.add(id);
+      for (const overlay of pendingLevels(tableName)) for (const id of overlay.ids.get(tableName)!) all.add(id);
       ids = all;
     }
     for (const id of ids) {
@@ -436,16 +515,16 @@ export function accelerate(db: DatabaseFakeInternals): Acceleration {
       return withCandidates(null, query);
     }
     if (index === undefined) return withCandidates(null, query);
-    const planned = planRange(index, range);
-    if (planned === null) return withCandidates(null, query);
-    const plan: RangePlan = { index, ...planned };
+    const bounds = planRange(index, range);
+    if (bounds === null) return withCandidates(null, query);
+    const plan = positions(index.entries, bounds);
 
-    const pending = pendingIds(index.table);
+    const pending = pendingLevels(index.table);
     if (pending.length > 0) {
       const ids = new Set<string>();
       const read = index.entries.reader();
       for (let p = plan.start; p < plan.end; p++) ids.add(read(p).doc._id);
-      for (const id of pending) ids.add(id);
+      for (const overlay of pending) overlay.addCandidates(index, bounds, ids);
       return withCandidates(ids, query);
     }
 

@@ -38,7 +38,11 @@ export function discoverFunctions(dir: string): FunctionsDir {
         walk(full);
       } else if (SOURCE.test(name) && !SKIP.test(name)) {
         const url = pathToFileURL(full).href;
-        modules[full] = () => import(url);
+        // convex-test calls the loader on every function call; an `import()`
+        // of a loaded module still crosses to the loader-hooks thread under
+        // tsx (~1 ms), so keep the promise.
+        let loaded: Promise<Record<string, unknown>> | undefined;
+        modules[full] = () => (loaded ??= import(url));
         modulePaths.push(relative(root, full).split(sep).join("/").replace(SOURCE, ""));
       }
     }

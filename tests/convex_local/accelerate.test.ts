@@ -22,6 +22,7 @@ import { applyOps, encodeSpec, runQuery, type Op, type PageSpec, type QuerySpec 
 const FIXTURES = fileURLToPath(new URL("./fixtures/convex", import.meta.url));
 const nestedProbe = makeFunctionReference<"mutation">("items:nestedProbe");
 const pageProbe = makeFunctionReference<"query">("items:pageProbe");
+const nestedFail = makeFunctionReference<"mutation">("items:nestedFail");
 
 function prng(seed: number): () => number {
   return () => {
@@ -199,6 +200,13 @@ describe("index acceleration gives convex-test's exact results", () => {
             queries: nestedQueries.map(encodeSpec),
           });
           for (const [fast, slow] of pairs) {
+            expect(fast).toEqual(slow);
+            compared++;
+          }
+          // A nested mutation that writes and fails: its level is rolled back.
+          await expect(ctx.runMutation(nestedFail, { ops: JSON.stringify(g.ops(g.int(1, 6))) })).rejects.toThrow(/nested rollback/);
+          for (const spec of nestedQueries) {
+            const [fast, slow] = await both(acc, () => runQuery(ctx.db, spec));
             expect(fast).toEqual(slow);
             compared++;
           }
