@@ -356,6 +356,12 @@ async function route(req: IncomingMessage, ctx: ApiContext): Promise<Reply> {
     case "/_local/stats":
       requireAdmin(req, ctx.config.adminKey);
       return json(200, { ...ctx.deployment.stats(), faults: ctx.faults });
+    case "/_local/cpu": {
+      // For benchmarks on a shared machine: CPU this process has used so far.
+      requireAdmin(req, ctx.config.adminKey);
+      const cpu = process.cpuUsage();
+      return json(200, { cpuMicros: cpu.user + cpu.system });
+    }
     case "/_local/faults":
       requireAdmin(req, ctx.config.adminKey);
       if (method === "GET") return json(200, ctx.faults);
