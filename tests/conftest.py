@@ -50,6 +50,18 @@ async def convex(convex_server: LocalConvex) -> AsyncIterator[ConvexClient]:
         yield client
 
 
+@pytest.fixture(scope="session")
+def metric_reader():
+    """An in-memory OpenTelemetry reader; the global provider can be set once per process."""
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from consumer.telemetry import configure_metrics
+
+    reader = InMemoryMetricReader()
+    configure_metrics(reader)
+    return reader
+
+
 @pytest.fixture
 async def stack(aws_resources, convex_server: LocalConvex, convex: ConvexClient,
                 monkeypatch: pytest.MonkeyPatch):

@@ -5,20 +5,12 @@ from __future__ import annotations
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from consumer.telemetry import configure_metrics
 from tests.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="session")
-def metric_reader() -> InMemoryMetricReader:
-    reader = InMemoryMetricReader()
-    configure_metrics(reader)  # the global provider can be set once per process
-    return reader
-
-
-def _points(reader: InMemoryMetricReader) -> dict[tuple[str, tuple], float]:
+def points(reader: InMemoryMetricReader) -> dict[tuple[str, tuple], float]:
     """Counter sums and histogram counts, keyed by (name, sorted attributes)."""
     values: dict[tuple[str, tuple], float] = {}
     data = reader.get_metrics_data()
@@ -32,7 +24,7 @@ def _points(reader: InMemoryMetricReader) -> dict[tuple[str, tuple], float]:
 
 
 async def test_drain_is_counted(stack: Stack, metric_reader: InMemoryMetricReader) -> None:
-    before = _points(metric_reader)
+    before = points(metric_reader)
     for i in range(7):
         stack.put(f"metrics/{i}.txt", b"m")
     stack.send("poison")
@@ -40,7 +32,7 @@ async def test_drain_is_counted(stack: Stack, metric_reader: InMemoryMetricReade
 
     assert await stack.drain() == 0
 
-    after = _points(metric_reader)
+    after = points(metric_reader)
 
     def delta(name: str, **attributes: str) -> float:
         key = (name, tuple(sorted(attributes.items())))
