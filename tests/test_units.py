@@ -113,3 +113,27 @@ def test_aws_errors_map_to_the_two_roots() -> None:
     network = EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
     assert isinstance(map_aws_error(network, "ReceiveMessage"), StorageUnavailable)
     assert isinstance(map_aws_error(ConnectionResetError("reset"), "ReceiveMessage"), StorageUnavailable)
+
+
+def test_log_lines_are_json_with_context_and_no_secrets() -> None:
+    import io
+    import json
+    import logging
+
+    from consumer.logs import configure_logging, log_context
+
+    stream = io.StringIO()
+    configure_logging("INFO", stream)
+    url = ("https://b.s3.amazonaws.com/k.mp4?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+           "&X-Amz-Credential=AKIAEXAMPLE%2F20261125%2Fus-east-1%2Fs3%2Faws4_request"
+           "&X-Amz-Signature=deadbeefcafe0123456789&X-Amz-Expires=3600")
+    with log_context(message_id="m-1", key="a b.mp4"):
+        logging.getLogger("t").info("stored url", extra={"url": url,
+                                                          "header": "Authorization: Convex prod:secret|abc"})
+    line = json.loads(stream.getvalue())
+    assert (line["msg"], line["message_id"], line["key"], line["level"]) == ("stored url", "m-1", "a b.mp4", "info")
+    assert "deadbeefcafe" not in stream.getvalue()
+    assert "AKIAEXAMPLE" not in stream.getvalue()
+    assert "prod:secret" not in stream.getvalue()
+    assert "X-Amz-Signature=REDACTED" in line["url"]
+    logging.getLogger().handlers.clear()
