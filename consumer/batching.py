@@ -75,15 +75,34 @@ class MicroBatcher(Generic[T, R]):
                 self._flushes.add(task)
                 task.add_done_callback(self._flushes.discard)
 
-    async def close(self) -> None:
-        """Flush what is pending, wait for running flushes, then stop :meth:`run`."""
+    async def close(self, grace: float | None = None) -> int:
+        """Flush what is pending and wait for running flushes, then stop :meth:`run`.
+
+        After ``grace`` seconds the flushes still running are cancelled (their callers get
+        ``CancelledError``); returns how many were abandoned that way.
+        """
         self._closing = True
         self._wake.set()
+        deadline = None if grace is None else time.monotonic() + grace
         while self._pending or self._flushes:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return self._abandon()
             if self._flushes:
-                await asyncio.gather(*self._flushes, return_exceptions=True)
+                await asyncio.wait(set(self._flushes), timeout=remaining)
             else:
                 await asyncio.sleep(0.001)
+        return 0
+
+    def _abandon(self) -> int:
+        abandoned = len(self._flushes)
+        for task in self._flushes:
+            task.cancel()
+        for _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._wake.set()
+        return abandoned
 
     async def _flush_batch(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:

@@ -144,8 +144,12 @@ class Daemon:
         await _wait_until(pollers, deadline)
         await _wait_until(workers, deadline)
         released = await heartbeat.release_all()
-        await asyncio.wait_for(changes.close(), timeout=max(1.0, deadline - time.monotonic()) + 5)
-        await acknowledger.deletes.close()
+        # Batches still held (e.g. Convex is down) belong to messages released above: give
+        # them a moment to commit, then abandon them — the messages come back regardless.
+        abandoned = await changes.close(grace=max(0.0, deadline - time.monotonic()) + 2)
+        if abandoned:
+            log.warning("abandoned unfinished Convex batches", extra={"batches": abandoned})
+        await acknowledger.deletes.close(grace=10)
         for task in background | {stop_wait}:
             task.cancel()
         await asyncio.gather(*background, stop_wait, return_exceptions=True)

@@ -27,8 +27,9 @@ _SECRET_PATTERNS = [
     # SigV4 / SigV2 query signatures and credentials in presigned URLs.
     (re.compile(r"(?i)(X-Amz-(?:Signature|Credential|Security-Token)=)[^&\s\"']+"), r"\1REDACTED"),
     (re.compile(r"(?i)((?:Signature|AWSAccessKeyId)=)[^&\s\"']+"), r"\1REDACTED"),
-    # Convex admin/deploy keys in an Authorization header or a key=value dump.
-    (re.compile(r"(?i)(Convex\s+)[^\s\"']+"), r"\1REDACTED"),
+    # Convex admin/deploy keys: in an Authorization header, or by their own shape.
+    (re.compile(r"(?i)(Authorization[\"']?\s*[:=]\s*[\"']?(?:Convex|Bearer)\s+)[^\s\"']+"), r"\1REDACTED"),
+    (re.compile(r"\b(?:prod|dev|preview|project):[\w-]+\|[\w+/=-]+"), "REDACTED"),
     (re.compile(r"(?i)(deploy[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"), r"\1REDACTED"),
 ]
 

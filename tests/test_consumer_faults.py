@@ -149,3 +149,21 @@ async def test_heartbeat_keeps_slow_work_from_a_second_replica(
     assert received == queued  # every message received exactly once
     convex_faults()
     await _assert_all_landed_once(stack, keys)
+
+
+async def test_sigterm_during_convex_outage_releases_held_work(stack: Stack, tmp_path: Path) -> None:
+    server = start_local_convex("outage-term-key-0123456789", port=_free_port())
+    dead_url = server.url
+    server.stop()
+    keys = await _upload(stack, "held", 10)
+    log = tmp_path / "daemon.log"
+    daemon = stack.spawn(log_path=log, extra_env={"CONVEX_URL": dead_url,
+                                                  "CONSUMER_GRACE_SECONDS": "2"})
+    await _wait_for_log(log, "convex unavailable, holding batch")
+    daemon.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(daemon.wait, 30)
+    assert code == 0, log.read_text()[-3000:]
+    assert stack.depth()["invisible"] == 0  # held messages were handed back, not stranded
+
+    assert await stack.drain() == 0  # Convex (the shared server) is up: everything lands
+    await _assert_all_landed_once(stack, keys)

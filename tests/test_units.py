@@ -120,7 +120,7 @@ def test_log_lines_are_json_with_context_and_no_secrets() -> None:
     import json
     import logging
 
-    from consumer.logs import configure_logging, log_context
+    from consumer.logs import configure_logging, log_context, redact
 
     stream = io.StringIO()
     configure_logging("INFO", stream)
@@ -136,4 +136,5 @@ def test_log_lines_are_json_with_context_and_no_secrets() -> None:
     assert "AKIAEXAMPLE" not in stream.getvalue()
     assert "prod:secret" not in stream.getvalue()
     assert "X-Amz-Signature=REDACTED" in line["url"]
+    assert redact("convex unavailable, holding batch") == "convex unavailable, holding batch"
     logging.getLogger().handlers.clear()
