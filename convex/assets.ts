@@ -27,6 +27,7 @@ import {
 } from "./events";
 import { EventPosition, judge } from "./ordering";
 import schema, { assetStatus, objectFields } from "./schema";
+import { BatchChanges, stateOf, trackChanges } from "./sessions";
 
 export const applyResultValidator = v.object({
   status: v.union(
@@ -60,16 +61,19 @@ export const applyEvents = internalMutation({
     }
     const now = Date.now();
     const results: ApplyResult[] = [];
+    const changes: BatchChanges = { applied: [], staleCreated: [] };
     // Sequential on purpose: a later event for the same key must see what the
     // earlier one wrote.
     for (const event of events) {
       const problem = findProblem(event);
       results.push(
         problem === null
-          ? await applyOne(ctx, event, now)
+          ? await applyOne(ctx, event, now, changes)
           : { status: "error", reason: problem },
       );
     }
+    // Sessions, scenes and summaries move in the same transaction, once per batch.
+    await trackChanges(ctx, changes, now);
     return results;
   },
 });
@@ -78,6 +82,7 @@ async function applyOne(
   ctx: MutationCtx,
   event: S3Event,
   now: number,
+  changes: BatchChanges,
 ): Promise<ApplyResult> {
   const asset = await ctx.db
     .query("assets")
@@ -90,28 +95,49 @@ async function applyOne(
   let revision: number;
   if (asset === null) {
     revision = 1;
-    assetId = await ctx.db.insert("assets", {
+    const fields = {
       bucket: event.bucket,
       key: event.key,
       ...objectFieldsOf(event),
-      ...(event.type === "created" ? available() : tombstone(event)),
-      ...positionOf(event, now),
-      revision,
-      createdAt: now,
-    });
-  } else {
-    const verdict = judge(recordPosition(asset), eventPosition(event));
-    if (verdict !== "applied") return { status: verdict, assetId: asset._id };
-    revision = asset.revision + 1;
-    await ctx.db.patch("assets", asset._id, {
-      // A removal keeps the last known metadata so the UI can show what went.
       ...(event.type === "created"
-        ? { ...objectFieldsOf(event), ...available() }
+        ? { ...available(), ...urlErrorOf(event, null) }
         : tombstone(event)),
       ...positionOf(event, now),
       revision,
+      createdAt: now,
+    };
+    assetId = await ctx.db.insert("assets", fields);
+    changes.applied.push({
+      before: null,
+      after: stateOf({ ...fields, _id: assetId }),
     });
+  } else {
+    const verdict = judge(recordPosition(asset), eventPosition(event));
+    if (verdict !== "applied") {
+      // A version's history still learns that this file existed then.
+      if (verdict === "stale" && event.type === "created")
+        changes.staleCreated.push(event);
+      return { status: verdict, assetId: asset._id };
+    }
+    revision = asset.revision + 1;
+    const fields = {
+      // A removal keeps the last known metadata so the UI can show what went.
+      ...(event.type === "created"
+        ? {
+            ...objectFieldsOf(event),
+            ...available(),
+            ...urlErrorOf(event, asset),
+          }
+        : tombstone(event)),
+      ...positionOf(event, now),
+      revision,
+    };
+    await ctx.db.patch("assets", asset._id, fields);
     assetId = asset._id;
+    changes.applied.push({
+      before: stateOf(asset),
+      after: stateOf({ ...asset, ...fields }),
+    });
   }
 
   await ctx.db.insert("assetVersions", {
@@ -150,6 +176,18 @@ function available() {
     deletedAt: undefined,
     error: undefined,
     urlError: undefined,
+  };
+}
+
+// No URL could be made for this write: keep the last good one (same key, so
+// it still reaches the object) and say why it was not renewed.
+function urlErrorOf(event: S3Event, asset: Doc<"assets"> | null) {
+  if (event.url !== undefined || event.urlError === undefined) return {};
+  const kept = asset?.status === "available" ? asset : undefined;
+  return {
+    url: kept?.url,
+    urlExpiresAt: kept?.urlExpiresAt,
+    urlError: event.urlError,
   };
 }
 

@@ -35,6 +35,8 @@ export const s3EventValidator = v.object({
   eventTime: v.number(),
   sequencer: v.optional(v.string()),
   ...objectFields,
+  // Why no URL could be made; the record keeps its last good URL (R1.5).
+  urlError: v.optional(v.string()),
   // Correlation with the delivery, e.g. "sqs:<messageId>"; lands in history.
   source: v.optional(v.string()),
 });

@@ -66,6 +66,61 @@ export const appliedEvent = v.object({
   versionId: v.optional(v.string()),
 });
 
+/** Counts by status over a session's assets, kept by applyEvents (R3.4). */
+export const sessionSummary = v.object({
+  available: v.number(),
+  deleted: v.number(),
+  failed: v.number(),
+  // Available assets only.
+  bytes: v.number(),
+  byKind: v.record(v.string(), v.number()),
+  scenes: v.number(),
+  lastEventAt: v.optional(v.number()),
+});
+
+/**
+ * A scene's pointer to one of its current version's files. The URL stays on
+ * the asset (one copy, kept fresh by the refresher); `sessions:scene` joins it.
+ */
+export const sceneFile = v.object({
+  assetId: v.id("assets"),
+  key: v.string(),
+  // Picks among several files of one kind: the latest written wins.
+  eventTime: v.number(),
+});
+
+export const sceneFiles = v.object({
+  video: v.optional(sceneFile),
+  source: v.optional(sceneFile),
+  metadata: v.optional(sceneFile),
+  manifest: v.optional(sceneFile),
+  thumbnail: v.optional(sceneFile),
+  subtitle: v.optional(sceneFile),
+});
+
+/** One version of a scene as history keeps it (times are S3 event times). */
+export const sceneVersion = v.object({
+  version: v.number(),
+  firstSeenAt: v.number(),
+  lastSeenAt: v.number(),
+});
+
+export const auditAction = v.union(
+  v.literal("read"),
+  v.literal("grant"),
+  v.literal("revoke"),
+  v.literal("setOwner"),
+);
+
+export const auditOutcome = v.union(
+  v.literal("granted"),
+  v.literal("denied"),
+  v.literal("gone"),
+  v.literal("not_found"),
+  v.literal("unavailable"),
+  v.literal("done"),
+);
+
 export default defineSchema({
   assets: defineTable({
     bucket: v.string(),
@@ -88,7 +143,11 @@ export default defineSchema({
     .index("by_bucket_key", ["bucket", "key"])
     .index("by_session", ["sessionId"])
     .index("by_session_status", ["sessionId", "status"])
-    .index("by_status", ["status"]),
+    .index("by_status", ["status"])
+    // A scene's files, every version (convex/sessions.ts).
+    .index("by_scene", ["sessionId", "sceneId", "version"])
+    // Stored presigned URLs by expiry, for the refresher (convex/urls.ts).
+    .index("by_url_expiry", ["urlExpiresAt"]),
 
   assetVersions: defineTable({
     assetId: v.id("assets"),
@@ -109,6 +168,69 @@ export default defineSchema({
   })
     .index("by_asset", ["assetId", "revision"])
     .index("by_bucket_key", ["bucket", "key", "revision"]),
+
+  // One per session, created on first sight of any of its keys; its summary
+  // is rewritten once per applyEvents batch (convex/sessions.ts).
+  videoSessions: defineTable({
+    sessionId: v.string(),
+    // Who may read every asset of the session (convex/access.ts).
+    ownerId: v.optional(v.string()),
+    summary: sessionSummary,
+    createdAt: v.number(),
+    updatedAt: v.number(),
+  })
+    .index("by_session", ["sessionId"])
+    .index("by_owner", ["ownerId"]),
+
+  // One per (session, scene): the current version's files, and every version
+  // seen (convex/sessions.ts).
+  scenes: defineTable({
+    sessionId: v.string(),
+    sceneId: v.string(),
+    // Highest version with an available file; absent when none is left.
+    currentVersion: v.optional(v.number()),
+    files: sceneFiles,
+    versions: v.array(sceneVersion),
+    createdAt: v.number(),
+    updatedAt: v.number(),
+  }).index("by_session_scene", ["sessionId", "sceneId"]),
+
+  // Read access beyond the session's owner (convex/access.ts): a whole
+  // session, or one asset.
+  grants: defineTable({
+    principal: v.string(),
+    sessionId: v.optional(v.string()),
+    bucket: v.optional(v.string()),
+    key: v.optional(v.string()),
+    grantedBy: v.string(),
+    createdAt: v.number(),
+    expiresAt: v.optional(v.number()),
+    revokedAt: v.optional(v.number()),
+    revokedBy: v.optional(v.string()),
+  })
+    .index("by_principal_session", ["principal", "sessionId"])
+    .index("by_principal_asset", ["principal", "bucket", "key"]),
+
+  // Every access decision and every change to who may read (convex/access.ts).
+  accessAudit: defineTable({
+    action: auditAction,
+    principal: v.string(),
+    outcome: auditOutcome,
+    reason: v.optional(v.string()),
+    bucket: v.optional(v.string()),
+    key: v.optional(v.string()),
+    sessionId: v.optional(v.string()),
+    kind: v.optional(v.string()),
+    // For a granted read: which URL was handed out and until when it works.
+    urlSource: v.optional(v.union(v.literal("stored"), v.literal("fresh"))),
+    expiresAt: v.optional(v.number()),
+    grantId: v.optional(v.id("grants")),
+    actor: v.optional(v.string()),
+    at: v.number(),
+  })
+    .index("by_at", ["at"])
+    .index("by_principal", ["principal", "at"])
+    .index("by_asset", ["bucket", "key", "at"]),
 
   // Audit trail of `s3convex replay` runs, one row per run (convex/operations.ts).
   replayRuns: defineTable({

@@ -13,10 +13,13 @@ import type {
   FilterApi,
   FunctionReference,
 } from "convex/server";
+import type * as access from "../access.js";
 import type * as assets from "../assets.js";
 import type * as events from "../events.js";
 import type * as operations from "../operations.js";
 import type * as ordering from "../ordering.js";
+import type * as sessions from "../sessions.js";
+import type * as urls from "../urls.js";
 
 /**
  * A utility for referencing Convex functions in your app's API.
@@ -27,10 +30,13 @@ import type * as ordering from "../ordering.js";
  * ```
  */
 declare const fullApi: ApiFromModules<{
+  access: typeof access;
   assets: typeof assets;
   events: typeof events;
   operations: typeof operations;
   ordering: typeof ordering;
+  sessions: typeof sessions;
+  urls: typeof urls;
 }>;
 export declare const api: FilterApi<
   typeof fullApi,
