@@ -128,6 +128,12 @@ class Daemon:
             background.add(asyncio.create_task(
                 self._stop_when_drained(aws.sqs, queue_url, in_flight, receiver, changes),
                 name="drain-watch"))
+        if s.health_port is not None:  # /healthz and /readyz (consumer/probes.py), supervised
+            from consumer.probes import daemon_probes
+
+            background.add(asyncio.create_task(
+                daemon_probes(s.health_port, pollers, aws.sqs, queue_url, convex, self._stop).serve(),
+                name="health-probes"))
         log.info("consumer started", extra={"queue": queue_url, "pollers": len(pollers),
                                             "visibility_s": visibility, "drain": self.drain})
 

@@ -1,0 +1,152 @@
+"""``s3convex health`` and the daemon's ``/healthz`` / ``/readyz`` against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import httpx
+import pytest
+
+from consumer.aws import open_clients
+from consumer.convex_client import ConvexClient
+from consumer.daemon import Daemon
+from consumer.probes import Readiness
+from tests.ops_support import run_cli
+from tests.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _statuses(report: dict) -> dict[str, str]:
+    return {check["name"]: check["status"] for check in report["checks"]}
+
+
+async def test_health_of_a_working_stack_then_of_a_drifted_one(stack: Stack) -> None:
+    for key in ("h/1.txt", "h/2.txt", "h/3.txt"):
+        stack.put(key, key.encode())
+    await stack.wait_for_depth(3)
+    assert await stack.drain() == 0
+
+    healthy = await run_cli(stack, "health", "--settle", "0", "--json")
+    assert healthy.code == 0, healthy.stdout + healthy.stderr
+    assert healthy.json["healthy"] is True
+    assert _statuses(healthy.json) == {"s3": "ok", "queue": "ok", "dlq": "ok", "notification": "ok",
+                                       "convex": "ok", "consistency": "ok"}
+    sample = next(c for c in healthy.json["checks"] if c["name"] == "consistency")
+    assert sample["data"]["sampled"] == 3
+
+    stack.sqs.send_message(QueueUrl=stack.dlq_url, MessageBody="dead")
+    stack.s3.put_bucket_notification_configuration(Bucket=stack.bucket, NotificationConfiguration={})
+    stack.put("h/4.txt", b"uploaded while notifications were off")
+    drifted = await run_cli(stack, "health", "--settle", "0", "--json")
+    statuses = _statuses(drifted.json)
+    assert statuses["dlq"] == "warn" and statuses["consistency"] == "warn"
+    assert statuses["notification"] == "fail"
+    assert drifted.code == 1 and drifted.json["healthy"] is False
+
+
+async def test_a_missing_queue_is_unhealthy(stack: Stack) -> None:
+    stack.sqs.delete_queue(QueueUrl=stack.queue_url)
+    await asyncio.sleep(1)  # SQS takes a moment to forget a queue
+
+    result = await run_cli(stack, "health", "--json")
+
+    assert result.code == 1
+    checks = {c["name"]: c for c in result.json["checks"]}
+    assert checks["queue"]["status"] == "fail"
+    assert "not found" in checks["queue"]["detail"]
+    assert checks["notification"]["status"] == "fail"
+    assert checks["dlq"]["status"] == "ok" and checks["convex"]["status"] == "ok"
+
+
+async def test_unreachable_convex_is_unhealthy(stack: Stack) -> None:
+    result = await run_cli(stack, "health", "--timeout", "5", "--json",
+                           env={"CONVEX_URL": f"http://127.0.0.1:{_free_port()}"})
+    assert result.code == 1
+    statuses = _statuses(result.json)
+    assert statuses["convex"] == "fail" and statuses["consistency"] == "skipped"
+    assert statuses["s3"] == "ok"
+
+
+async def test_daemon_serves_healthz_and_readyz(stack: Stack) -> None:
+    port = _free_port()
+    daemon = Daemon(stack.settings(health_port=port))
+    running = asyncio.create_task(daemon.run())
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            for _ in range(100):
+                try:
+                    alive = await http.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+            assert alive.status_code == 200 and alive.json() == {"status": "alive"}
+            ready = await http.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            body = ready.json()
+            assert body["pollers"] == {"running": 2, "total": 2}
+            assert body["sqs"]["ok"] and body["convex"]["ok"] and not body["stopping"]
+            assert (await http.head("/readyz")).status_code == 200
+            assert (await http.get("/metrics")).status_code == 404
+            assert (await http.post("/readyz")).status_code == 405
+
+            daemon.request_stop()
+            assert await asyncio.wait_for(running, 30) == 0
+            with pytest.raises(httpx.TransportError):
+                await http.get("/healthz")  # the server went with the daemon
+    finally:
+        if not running.done():
+            daemon.request_stop()
+            await asyncio.wait_for(running, 30)
+
+
+async def test_daemon_stops_if_its_probe_port_is_taken(stack: Stack) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert await asyncio.wait_for(Daemon(stack.settings(health_port=port)).run(), 30) == 1
+
+
+async def test_readiness_follows_its_dependencies(stack: Stack, convex_server, convex_faults) -> None:
+    async with (
+        open_clients(stack.settings()) as aws,
+        ConvexClient(convex_server.url, stack.settings().convex_deploy_key, attempts=1) as convex,
+    ):
+        async def sqs_answers() -> None:
+            await aws.sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["QueueArn"])
+
+        async def convex_answers() -> None:
+            await convex.query("assets:getByKey", {"bucket": stack.bucket, "key": "probe"})
+
+        poller = asyncio.create_task(asyncio.sleep(60))
+        readiness = Readiness(pollers=lambda: [poller], fresh_seconds=0,
+                              checks={"sqs": sqs_answers, "convex": convex_answers})
+        try:
+            ready, _ = await readiness.report()
+            assert ready
+
+            convex_faults(rate503=1.0)
+            ready, details = await readiness.report()
+            assert not ready and not details["convex"]["ok"] and details["sqs"]["ok"]
+            assert "ConvexUnavailable" in details["convex"]["error"]
+            convex_faults()
+
+            stack.sqs.delete_queue(QueueUrl=stack.queue_url)
+            await asyncio.sleep(1)
+            ready, details = await readiness.report()
+            assert not ready and not details["sqs"]["ok"] and details["convex"]["ok"]
+
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
+            ready, details = await readiness.report()
+            assert details["pollers"] == {"running": 0, "total": 1}
+        finally:
+            poller.cancel()
