@@ -147,7 +147,7 @@ export default defineSchema({
     // A scene's files, every version (convex/sessions.ts).
     .index("by_scene", ["sessionId", "sceneId", "version"])
     // Stored presigned URLs by expiry, for the refresher (convex/urls.ts).
-    .index("by_url_expiry", ["urlExpiresAt"]),
+    .index("by_url_expiry", ["bucket", "urlExpiresAt"]),
 
   assetVersions: defineTable({
     assetId: v.id("assets"),

@@ -26,17 +26,27 @@ export const expiringUrl = v.object({
   urlExpiresAt: v.number(),
 });
 
-/** Available assets whose stored URL expires before `before` (ms), soonest first. */
+/**
+ * A bucket's available assets whose stored URL expires before `before` (ms),
+ * soonest first. Per bucket: each sync service signs for its own bucket.
+ */
 export const expiring = internalQuery({
-  args: { before: v.number(), paginationOpts: paginationOptsValidator },
+  args: {
+    bucket: v.string(),
+    before: v.number(),
+    paginationOpts: paginationOptsValidator,
+  },
   returns: paginationResultValidator(expiringUrl),
-  handler: async (ctx, { before, paginationOpts }) => {
+  handler: async (ctx, { bucket, before, paginationOpts }) => {
     // A range from 0: a record without an expiry (public URL, tombstone)
     // sorts below every number and stays out.
     const page = await ctx.db
       .query("assets")
       .withIndex("by_url_expiry", (q) =>
-        q.gte("urlExpiresAt", 0).lt("urlExpiresAt", before),
+        q
+          .eq("bucket", bucket)
+          .gte("urlExpiresAt", 0)
+          .lt("urlExpiresAt", before),
       )
       .paginate(paginationOpts);
     return {

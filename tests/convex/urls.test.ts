@@ -13,8 +13,10 @@ const expiring = (
   before: number,
   cursor: string | null = null,
   numItems = 100,
+  bucket = BUCKET,
 ) =>
   t.query(internal.urls.expiring, {
+    bucket,
     before,
     paginationOpts: { cursor, numItems },
   });
@@ -34,6 +36,7 @@ describe("expiring", () => {
       created("none.mp4"),
       created("gone.mp4", { url: "u-gone", urlExpiresAt: T0 }),
       removed("gone.mp4", { eventTime: T0 + 1 }),
+      created("elsewhere.mp4", { bucket: "other", url: "u", urlExpiresAt: T0 }),
     ]);
     const { page, isDone } = await expiring(t, T0 + 2 * HOUR);
     expect(isDone).toBe(true);
@@ -42,6 +45,8 @@ describe("expiring", () => {
       bucket: BUCKET,
       urlExpiresAt: T0 + HOUR / 2,
     });
+    const other = await expiring(t, T0 + 2 * HOUR, null, 100, "other");
+    expect(other.page.map((row) => row.key)).toEqual(["elsewhere.mp4"]);
   });
 
   test("pages through many", async () => {
