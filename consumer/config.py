@@ -14,11 +14,13 @@ from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.errors import ConfigError
+from handlers.layout import DEFAULT_LAYOUT, KeyLayout
 
 # S3's bucket naming rules (general purpose buckets): 3-63 chars, lowercase, digits, dots, hyphens.
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 SEVEN_DAYS = 7 * 24 * 3600
+_CORS_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "HEAD"})
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -49,6 +51,27 @@ class Settings(BaseSettings):
     s3_public_base_url: AnyHttpUrl | None = None
     s3_presign_expires: int = Field(3600, ge=1, le=SEVEN_DAYS)
     s3_upload_on_write: bool = False
+    # Per kind, the longest life of a URL handed out by AssetAccess (`s3convex url get`): the
+    # more sensitive the file, the shorter. Never above SigV4's 7 days.
+    url_expires_video: int = Field(3600, ge=1, le=SEVEN_DAYS)
+    url_expires_source: int = Field(300, ge=1, le=SEVEN_DAYS)
+    url_expires_metadata: int = Field(900, ge=1, le=SEVEN_DAYS)
+    url_expires_manifest: int = Field(900, ge=1, le=SEVEN_DAYS)
+    url_expires_thumbnail: int = Field(3600, ge=1, le=SEVEN_DAYS)
+    url_expires_subtitle: int = Field(3600, ge=1, le=SEVEN_DAYS)
+    url_expires_other: int = Field(900, ge=1, le=SEVEN_DAYS)
+    # The refresher re-signs stored URLs expiring within the margin, every interval.
+    url_refresh_interval: int = Field(60, ge=1, le=86_400)
+    url_refresh_margin: int = Field(600, ge=1, le=SEVEN_DAYS)
+
+    # --- What keys mean (handlers/layout.py): ";"-separated patterns, first match wins
+    asset_key_layout: str = DEFAULT_LAYOUT
+
+    # --- Bucket settings applied by `infra up`
+    s3_cors_allowed_origins: str = ""  # comma-separated; empty leaves CORS alone
+    s3_cors_allowed_methods: str = "GET,HEAD"
+    s3_cors_max_age: int = Field(3600, ge=0, le=86_400)
+    s3_kms_key_id: str | None = None  # set: default SSE-KMS encryption with this key
 
     # --- Consumer daemon
     consumer_pollers: PositiveInt = 4
@@ -84,6 +107,25 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value
 
+    @field_validator("asset_key_layout")
+    @classmethod
+    def _layout_parses(cls, value: str) -> str:
+        return KeyLayout.parse(value).spec
+
+    @field_validator("s3_cors_allowed_methods")
+    @classmethod
+    def _cors_methods(cls, value: str) -> str:
+        methods = _comma_list(value.upper())
+        unknown = sorted(set(methods) - _CORS_METHODS)
+        if unknown or not methods:
+            raise ValueError(f"must be a comma-separated list of {', '.join(sorted(_CORS_METHODS))}")
+        return ",".join(methods)
+
+    @field_validator("s3_kms_key_id")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
     @model_validator(mode="after")
     def _distinct_queues(self) -> Settings:
         if self.sqs_queue_name == self.sqs_dlq_name:
@@ -98,6 +140,32 @@ class Settings(BaseSettings):
     @property
     def convex_base_url(self) -> str:
         return str(self.convex_url).rstrip("/")
+
+    @property
+    def key_layout(self) -> KeyLayout:
+        return KeyLayout.parse(self.asset_key_layout)
+
+    def url_expires_for(self, kind: str) -> int:
+        """Seconds a URL handed out for an asset of this kind may live (URL_EXPIRES_<KIND>)."""
+        return min(int(getattr(self, f"url_expires_{kind}", self.url_expires_other)), SEVEN_DAYS)
+
+    @property
+    def refresh_margin(self) -> int:
+        """The margin actually used: at most half a stored URL's life, so a fresh URL is never
+        already due for the next refresh."""
+        return max(1, min(self.url_refresh_margin, self.s3_presign_expires // 2))
+
+    @property
+    def cors_allowed_origins(self) -> tuple[str, ...]:
+        return tuple(_comma_list(self.s3_cors_allowed_origins))
+
+    @property
+    def cors_allowed_methods(self) -> tuple[str, ...]:
+        return tuple(_comma_list(self.s3_cors_allowed_methods))
+
+
+def _comma_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def load_settings(**overrides: object) -> Settings:

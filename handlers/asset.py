@@ -54,6 +54,7 @@ class AssetChange(BaseModel):
     storageClass: str | None = None
     url: str | None = None
     urlExpiresAt: int | None = None
+    urlError: str | None = Field(None, max_length=1000)
     sessionId: str | None = None
     sceneId: str | None = None
     kind: str | None = None

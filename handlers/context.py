@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from handlers.layout import KeyLayout
 from handlers.store import ObjectStore
 from handlers.urls import UrlSource
 
@@ -12,3 +13,4 @@ from handlers.urls import UrlSource
 class HandlerContext:
     store: ObjectStore
     urls: UrlSource
+    layout: KeyLayout = field(default_factory=KeyLayout.default)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from consumer.errors import SyncError
 from consumer.models import ObjectEvent
 from handlers.asset import AssetChange, etag_kind
 from handlers.context import HandlerContext
@@ -13,7 +14,7 @@ log = logging.getLogger(__name__)
 registry = HandlerRegistry()
 
 
-def _base(event: ObjectEvent, type_: str) -> dict[str, object]:
+def _base(event: ObjectEvent, type_: str, ctx: HandlerContext) -> dict[str, object]:
     return {
         "type": type_,
         "bucket": event.bucket,
@@ -23,31 +24,43 @@ def _base(event: ObjectEvent, type_: str) -> dict[str, object]:
         "sequencer": event.sequencer,
         "versionId": event.version_id,
         "source": event.source,
+        **ctx.layout.classify(event.key).asset_fields(),
     }
+
+
+async def _url(event: ObjectEvent, ctx: HandlerContext) -> dict[str, object]:
+    """The stored URL fields; a failure is recorded on the asset (Convex keeps the last good
+    URL) instead of failing the event — the object did change, and that must land."""
+    try:
+        url, expires_at = await ctx.urls.url_for(event.bucket, event.key)
+    except SyncError as exc:
+        log.warning("url generation failed", extra={"error": str(exc)})
+        return {"urlError": (str(exc) or type(exc).__name__)[:500]}
+    return {"url": url, "urlExpiresAt": expires_at}
 
 
 @registry.on("ObjectCreated:*")
 async def on_object_created(event: ObjectEvent, ctx: HandlerContext) -> AssetChange:
     head = await ctx.store.head(event.bucket, event.key, event.version_id)
-    url, expires_at = await ctx.urls.url_for(event.bucket, event.key)
+    url = await _url(event, ctx)
     if head is None or (event.etag and head.etag != event.etag):
         # The object is gone, or was overwritten since this event: S3 no longer holds what the
         # event describes, so record the event's own facts and let ordering in Convex decide —
         # the removal or the newer write has its own event on the way.
         log.info("object changed since event", extra={"gone": head is None})
         return AssetChange(
-            **_base(event, "created"),
+            **_base(event, "created", ctx),
+            **url,
             size=event.size if event.size is not None else 0,
             etag=event.etag,
             etagKind=etag_kind(event.etag),
             contentType=event.content_type,
             metadata=event.user_metadata or None,
-            url=url,
-            urlExpiresAt=expires_at,
         )
     sse = head.encryption.sse if head.encryption else None
     return AssetChange(
-        **{**_base(event, "created"), "versionId": head.version_id or event.version_id},
+        **{**_base(event, "created", ctx), "versionId": head.version_id or event.version_id},
+        **url,
         size=head.size,
         etag=head.etag,
         etagKind=etag_kind(head.etag, sse),
@@ -56,12 +69,10 @@ async def on_object_created(event: ObjectEvent, ctx: HandlerContext) -> AssetCha
         checksums=head.checksums,
         encryption=head.encryption,
         storageClass=head.storage_class,
-        url=url,
-        urlExpiresAt=expires_at,
     )
 
 
 @registry.on("ObjectRemoved:*")
 @registry.on("LifecycleExpiration:Delete*")
 async def on_object_removed(event: ObjectEvent, ctx: HandlerContext) -> AssetChange:
-    return AssetChange(**_base(event, "removed"))
+    return AssetChange(**_base(event, "removed", ctx))

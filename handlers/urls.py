@@ -1,12 +1,20 @@
-"""The URL a reader uses: a public CDN URL when a base is configured, else a presigned GET."""
+"""The URL a reader uses: a public CDN URL when a base is configured, else a presigned GET.
+
+With a public base, :class:`FallbackUrls` falls back to a presigned URL when the public one
+cannot be made, so a reader still gets a working link (R1.5).
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Protocol
 from urllib.parse import quote
 
 from consumer.aws import map_aws_error
+from consumer.errors import PermanentError, SyncError
+
+log = logging.getLogger(__name__)
 
 
 class UrlSource(Protocol):
@@ -26,7 +34,14 @@ class PublicUrls:
         self._base = base
 
     async def url_for(self, bucket: str, key: str) -> tuple[str, int | None]:
-        return public_url(self._base, key), None
+        try:
+            return public_url(self._base, key), None
+        except (UnicodeError, ValueError) as exc:  # a lone surrogate cannot be percent-encoded
+            raise UrlError(f"public URL for {key!r}: {exc}") from exc
+
+
+class UrlError(PermanentError):
+    """A URL could not be made for this key (not retryable by waiting: a new key is needed)."""
 
 
 class PresignedUrls:
@@ -35,11 +50,30 @@ class PresignedUrls:
         self._expires_in = expires_in
 
     async def url_for(self, bucket: str, key: str) -> tuple[str, int | None]:
+        return await self.presign(bucket, key, self._expires_in)
+
+    async def presign(self, bucket: str, key: str, expires_in: int) -> tuple[str, int]:
+        """A SigV4 GET URL living ``expires_in`` seconds, and when it expires (ms)."""
         issued = time.time()
         try:
             url = await self._s3.generate_presigned_url(
-                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self._expires_in
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_in
             )
         except Exception as exc:
             raise map_aws_error(exc, "presign GetObject") from exc
-        return url, int((issued + self._expires_in) * 1000)
+        return url, int((issued + expires_in) * 1000)
+
+
+class FallbackUrls:
+    """The primary source's URL, or the fallback's when the primary fails."""
+
+    def __init__(self, primary: UrlSource, fallback: UrlSource) -> None:
+        self._primary = primary
+        self._fallback = fallback
+
+    async def url_for(self, bucket: str, key: str) -> tuple[str, int | None]:
+        try:
+            return await self._primary.url_for(bucket, key)
+        except SyncError as exc:
+            log.warning("url generation failed, falling back", extra={"error": str(exc)})
+            return await self._fallback.url_for(bucket, key)
