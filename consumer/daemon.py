@@ -8,8 +8,8 @@ Shutdown order (a signal only sets the stop event):
    so another replica takes it at once;
 4. batchers drain, clients close, exit 0. A second signal exits at once; SQS redelivers.
 
-If a supervised task (a poller, the heartbeat, a batcher) dies, the daemon stops and exits 1
-instead of running half-alive.
+If a supervised task (a poller, the heartbeat, a batcher, the URL refresher) dies, the daemon
+stops and exits 1 instead of running half-alive.
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ from consumer.pipeline import Pipeline
 from consumer.receive import Receiver
 from consumer.retry import RetryPolicy
 from consumer.telemetry import configure_metrics
+from consumer.url_refresh import UrlRefresher
 from handlers.context import HandlerContext
 from handlers.objects import registry
 from handlers.store import S3ObjectStore
-from handlers.urls import PresignedUrls, PublicUrls, UrlSource
+from handlers.urls import FallbackUrls, PresignedUrls, PublicUrls, UrlSource
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ class Daemon:
         )
         pipeline = Pipeline(
             decoder=Decoder([s.s3_bucket]),
-            dispatcher=Dispatcher(registry, HandlerContext(S3ObjectStore(aws.s3), url_source(s, aws)),
+            dispatcher=Dispatcher(registry, HandlerContext(S3ObjectStore(aws.s3), url_source(s, aws),
+                                                           layout=s.key_layout),
                                   concurrency=s.consumer_head_concurrency),
             changes=changes,
             acknowledger=acknowledger,
@@ -128,6 +130,10 @@ class Daemon:
             background.add(asyncio.create_task(
                 self._stop_when_drained(aws.sqs, queue_url, in_flight, receiver, changes),
                 name="drain-watch"))
+        else:  # stored presigned URLs are re-signed before they expire (consumer/url_refresh.py)
+            refresher = UrlRefresher(convex, url_source(s, aws), [s.s3_bucket],
+                                     margin_s=s.refresh_margin, interval_s=s.url_refresh_interval)
+            background.add(asyncio.create_task(refresher.run(self._stop), name="url-refresher"))
         if s.health_port is not None:  # /healthz and /readyz (consumer/probes.py), supervised
             from consumer.probes import daemon_probes
 
@@ -185,9 +191,10 @@ class Daemon:
 
 
 def url_source(settings: Settings, aws: AwsClients) -> UrlSource:
+    presigned = PresignedUrls(aws.s3, settings.s3_presign_expires)
     if settings.s3_public_base_url:
-        return PublicUrls(str(settings.s3_public_base_url))
-    return PresignedUrls(aws.s3, settings.s3_presign_expires)
+        return FallbackUrls(PublicUrls(str(settings.s3_public_base_url)), presigned)
+    return presigned
 
 
 async def resolve_queues(aws: AwsClients, settings: Settings) -> tuple[str, str, int]:
