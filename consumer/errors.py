@@ -14,7 +14,12 @@ between two things: *try again later* or *this will never work*.
         ├── ConvexRequestError    the request itself was refused (400, 401, 403, 404)
         ├── StorageError          S3/SQS refused the request (access denied, no such bucket…)
         ├── PoisonMessage         the message cannot be decoded or is not ours to handle
-        └── ConfigError           a setting is missing or invalid
+        ├── ConfigError           a setting is missing or invalid
+        └── AccessError           AssetAccess handed out no URL (the decision is audited)
+            ├── AccessDenied      the principal neither owns the session nor holds a grant
+            ├── AssetNotFound     no record of the asset
+            ├── AssetGone         the asset was deleted; carries when
+            └── AssetUnavailable  allowed, but no working URL could be had
 
 Messages never contain secrets: the deploy key travels only in a request header, and
 presigned URLs are redacted before they reach a log line (see :mod:`consumer.logs`).
@@ -82,3 +87,31 @@ class PoisonMessage(PermanentError):
 
 class ConfigError(PermanentError):
     """A configuration value is missing or invalid; the message names the variable."""
+
+
+class AccessError(PermanentError):
+    """No URL was handed out; ``audit_id`` names the audit row Convex wrote for the decision."""
+
+    def __init__(self, message: str, *, audit_id: str | None = None) -> None:
+        super().__init__(message)
+        self.audit_id = audit_id
+
+
+class AccessDenied(AccessError):
+    """The principal may not read the asset."""
+
+
+class AssetNotFound(AccessError):
+    """Convex holds no record of the asset."""
+
+
+class AssetGone(AccessError):
+    """The asset was deleted at ``deleted_at`` (ms since epoch): a clear answer, not a dead link."""
+
+    def __init__(self, message: str, *, deleted_at: int, audit_id: str | None = None) -> None:
+        super().__init__(message, audit_id=audit_id)
+        self.deleted_at = deleted_at
+
+
+class AssetUnavailable(AccessError):
+    """Reading is allowed, but no working URL is stored and none could be signed."""
