@@ -30,6 +30,10 @@ LONG_POLL_SECONDS = 20
 NOTIFICATION_ID = "s3convex-sync"
 POLICY_SID = "s3convex-allow-s3-notifications"
 NOTIFICATION_EVENTS = ("s3:ObjectCreated:*", "s3:ObjectRemoved:*")
+CORS_RULE_ID = "s3convex-read"
+# What a browser player needs besides the URL: byte ranges, revalidation, sizes and ETags.
+CORS_ALLOWED_HEADERS = ("Range", "If-Match", "If-None-Match", "If-Modified-Since")
+CORS_EXPOSE_HEADERS = ("Accept-Ranges", "Content-Length", "Content-Range", "ETag")
 
 
 class InfraSettings(Settings):
@@ -71,6 +75,11 @@ class Desired:
     dlq_retention: int = DLQ_RETENTION_SECONDS
     prefix: str = ""
     suffix: str = ""
+    # Managed only when set: CORS when origins are configured, default SSE-KMS with a key.
+    cors_origins: tuple[str, ...] = ()
+    cors_methods: tuple[str, ...] = ("GET", "HEAD")
+    cors_max_age: int = 3600
+    kms_key_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.dlq_retention <= self.source_retention:
@@ -89,6 +98,10 @@ class Desired:
             max_receive_count=settings.sqs_max_receive_count,
             prefix=settings.s3_notification_prefix,
             suffix=settings.s3_notification_suffix,
+            cors_origins=settings.cors_allowed_origins,
+            cors_methods=settings.cors_allowed_methods,
+            cors_max_age=settings.s3_cors_max_age,
+            kms_key_id=settings.s3_kms_key_id,
         )
 
     def dlq_attributes(self) -> dict[str, str]:
@@ -142,6 +155,50 @@ class Desired:
         if rules:
             entry["Filter"] = {"Key": {"FilterRules": rules}}
         return entry
+
+
+    def cors_rule(self) -> dict[str, Any]:
+        """Our rule of the bucket's CORS configuration: reads from the configured origins."""
+        return {
+            "ID": CORS_RULE_ID,
+            "AllowedOrigins": list(self.cors_origins),
+            "AllowedMethods": list(self.cors_methods),
+            "AllowedHeaders": list(CORS_ALLOWED_HEADERS),
+            "ExposeHeaders": list(CORS_EXPOSE_HEADERS),
+            "MaxAgeSeconds": self.cors_max_age,
+        }
+
+    def encryption_rule(self) -> dict[str, Any]:
+        """Default encryption: SSE-KMS with the configured key (a bucket key cuts KMS calls)."""
+        return {
+            "ApplyServerSideEncryptionByDefault": {
+                "SSEAlgorithm": "aws:kms",
+                "KMSMasterKeyID": self.kms_key_id,
+            },
+            "BucketKeyEnabled": True,
+        }
+
+
+def normalize_cors_rule(rule: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A CORS rule in a comparable form (lists are sets; S3 may omit empty ones)."""
+    if rule is None:
+        return None
+    return {
+        **{name: sorted(rule.get(name, [])) for name in (
+            "AllowedOrigins", "AllowedMethods", "AllowedHeaders", "ExposeHeaders")},
+        "MaxAgeSeconds": int(rule.get("MaxAgeSeconds", 0)),
+    }
+
+
+def normalize_encryption_rule(rule: dict[str, Any] | None) -> dict[str, Any] | None:
+    if rule is None:
+        return None
+    default = rule.get("ApplyServerSideEncryptionByDefault", {})
+    return {
+        "SSEAlgorithm": default.get("SSEAlgorithm"),
+        "KMSMasterKeyID": default.get("KMSMasterKeyID"),
+        "BucketKeyEnabled": bool(rule.get("BucketKeyEnabled", False)),
+    }
 
 
 # --- ARNs -------------------------------------------------------------------------------------

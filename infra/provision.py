@@ -4,6 +4,9 @@ Four resources, always handled in this order because each needs the one before::
 
     bucket → DLQ → queue (redrive to the DLQ, policy naming the bucket) → bucket notification
 
+and, when configured, two settings of the bucket: our CORS rule (``S3_CORS_ALLOWED_ORIGINS``;
+others' rules are kept) and default SSE-KMS encryption (``S3_KMS_KEY_ID``).
+
 Each resource has one *check* that reads what exists and returns a :class:`Step` (plain data:
 ``none``/``create``/``update`` plus the differences) and, when something differs, the *fix*
 that makes it right. ``status`` runs the checks only; ``up`` runs check → fix one resource at
@@ -31,10 +34,13 @@ from consumer.aws import map_aws_error
 from consumer.config import Settings
 from consumer.errors import StorageError, StorageUnavailable
 from infra.desired import (
+    CORS_RULE_ID,
     NOTIFICATION_ID,
     Desired,
     find_statement,
     merge_statement,
+    normalize_cors_rule,
+    normalize_encryption_rule,
     normalize_notification,
     normalize_statement,
     sibling_queue_arn,
@@ -48,6 +54,8 @@ _MISSING_CODES = {
     "NoSuchBucket",
     "AWS.SimpleQueueService.NonExistentQueue",
     "QueueDoesNotExist",
+    "NoSuchCORSConfiguration",
+    "ServerSideEncryptionConfigurationNotFoundError",
 }
 # SQS refuses to re-create a queue for 60 s after it was deleted: worth retrying, for `up`.
 _RETRY_LATER_CODES = {"AWS.SimpleQueueService.QueueDeletedRecently", "QueueDeletedRecently"}
@@ -74,7 +82,7 @@ class Difference:
 class Step:
     """One resource: what has to happen to it (``none`` when it is as desired)."""
 
-    resource: Literal["bucket", "dlq", "queue", "notification"]
+    resource: Literal["bucket", "dlq", "queue", "notification", "cors", "encryption"]
     name: str
     action: Action
     differences: tuple[Difference, ...] = ()
@@ -251,7 +259,12 @@ class Provisioner:
     # --- checks: (step, fix or None) ---
 
     def _checks(self) -> tuple[Callable[[], tuple[Step, Fix | None]], ...]:
-        return (self._check_bucket, self._check_dlq, self._check_queue, self._check_notification)
+        checks = [self._check_bucket, self._check_dlq, self._check_queue, self._check_notification]
+        if self.desired.cors_origins:
+            checks.append(self._check_cors)
+        if self.desired.kms_key_id:
+            checks.append(self._check_encryption)
+        return tuple(checks)
 
     def _check_bucket(self) -> tuple[Step, Fix | None]:
         bucket = self.desired.bucket
@@ -324,6 +337,50 @@ class Provisioner:
             if value != normalize_notification(desired)[key]
         )
         return Step("notification", NOTIFICATION_ID, "update", differences), fix
+
+    def _check_cors(self) -> tuple[Step, Fix | None]:
+        desired = self.desired.cors_rule()
+        if not self._bucket_exists():  # status only: up has created the bucket by now
+            return Step("cors", CORS_RULE_ID, "create"), None
+        try:
+            rules = aws_call(self.s3.get_bucket_cors, Bucket=self.desired.bucket)["CORSRules"]
+        except _Missing:
+            rules = []
+        others = [rule for rule in rules if rule.get("ID") != CORS_RULE_ID]
+        ours = next((rule for rule in rules if rule.get("ID") == CORS_RULE_ID), None)
+
+        def fix() -> None:
+            aws_call(self.s3.put_bucket_cors, Bucket=self.desired.bucket,
+                     CORSConfiguration={"CORSRules": [*others, desired]})
+
+        if ours is None:
+            return Step("cors", CORS_RULE_ID, "create"), fix
+        current, wanted = normalize_cors_rule(ours), normalize_cors_rule(desired)
+        if current == wanted:
+            return Step("cors", CORS_RULE_ID, "none"), None
+        differences = tuple(Difference(k, v, wanted[k]) for k, v in current.items() if v != wanted[k])
+        return Step("cors", CORS_RULE_ID, "update", differences), fix
+
+    def _check_encryption(self) -> tuple[Step, Fix | None]:
+        desired = self.desired.encryption_rule()
+        if not self._bucket_exists():  # status only
+            return Step("encryption", "sse-kms", "create"), None
+        try:
+            answer = aws_call(self.s3.get_bucket_encryption, Bucket=self.desired.bucket)
+            rules = answer["ServerSideEncryptionConfiguration"]["Rules"]
+        except _Missing:
+            rules = []
+
+        def fix() -> None:
+            aws_call(self.s3.put_bucket_encryption, Bucket=self.desired.bucket,
+                     ServerSideEncryptionConfiguration={"Rules": [desired]})
+
+        current = normalize_encryption_rule(rules[0]) if rules else None
+        wanted = normalize_encryption_rule(desired)
+        if current == wanted:
+            return Step("encryption", "sse-kms", "none"), None
+        action: Action = "create" if current is None else "update"
+        return Step("encryption", "sse-kms", action, (Difference("Rule", current, wanted),)), fix
 
     # --- reading ---
 

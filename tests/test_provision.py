@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_plus
 
+import httpx
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 from typer.testing import CliRunner
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from consumer.errors import StorageError, StorageUnavailable
 from infra.cli import app
 from infra.desired import (
+    CORS_RULE_ID,
     DLQ_RETENTION_SECONDS,
     NOTIFICATION_ID,
     POLICY_SID,
@@ -352,6 +354,85 @@ def test_down_is_idempotent_and_keeps_the_bucket_unless_asked(aws_resources: Aws
     assert [(s.resource, s.action) for s in forced.removed] == [("bucket", "delete")]
     assert not provisioner().down(delete_bucket=True, force=True).changed
     assert all(step.state == "missing" for step in provisioner().status().steps)
+
+
+# --- bucket CORS and default encryption (only when configured) ----------------------------------
+
+ORIGINS = "https://tutor.example, https://admin.tutor.example"
+KMS_KEY = "arn:aws:kms:us-east-1:000000000000:key/0c1c2f8e-0000-4000-8000-00000000c0de"
+
+
+def cors_rules(res: AwsResources) -> list[dict[str, Any]]:
+    return res.client("s3").get_bucket_cors(Bucket=res.bucket)["CORSRules"]
+
+
+def test_cors_and_sse_kms_are_applied_once(aws_resources: AwsResources) -> None:
+    configured = {"s3_cors_allowed_origins": ORIGINS, "s3_kms_key_id": KMS_KEY}
+    before = provisioner(**configured).status()
+    assert {s.resource: s.state for s in before.steps}["cors"] == "missing"
+    assert {s.resource: s.state for s in before.steps}["encryption"] == "missing"
+
+    report = provisioner(**configured).up()
+
+    assert steps(report.plan)["cors"] == "create"
+    assert steps(report.plan)["encryption"] in {"create", "update"}  # AWS: SSE-S3 by default
+    (rule,) = cors_rules(aws_resources)
+    assert rule["ID"] == CORS_RULE_ID
+    assert sorted(rule["AllowedOrigins"]) == ["https://admin.tutor.example", "https://tutor.example"]
+    assert sorted(rule["AllowedMethods"]) == ["GET", "HEAD"]
+    assert "Range" in rule["AllowedHeaders"] and "Content-Range" in rule["ExposeHeaders"]
+    encryption = aws_resources.client("s3").get_bucket_encryption(Bucket=aws_resources.bucket)
+    (default,) = encryption["ServerSideEncryptionConfiguration"]["Rules"]
+    assert default["ApplyServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KMS_KEY}
+
+    again = provisioner(**configured).up()
+    assert not again.changed
+    assert steps(again.plan) == dict.fromkeys(
+        ("bucket", "dlq", "queue", "notification", "cors", "encryption"), "none")
+    assert provisioner(**configured).status().up_to_date
+    # Not configured: not managed, not reported, left as it is.
+    assert "cors" not in steps(provisioner().status())
+    assert len(cors_rules(aws_resources)) == 1
+
+
+def test_cors_keeps_others_rules_and_updates_only_ours(aws_resources: AwsResources) -> None:
+    provisioner().up()
+    theirs = {"ID": "uploads", "AllowedOrigins": ["https://studio.example"],
+              "AllowedMethods": ["PUT"], "AllowedHeaders": ["*"]}
+    s3 = aws_resources.client("s3")
+    s3.put_bucket_cors(Bucket=aws_resources.bucket, CORSConfiguration={"CORSRules": [theirs]})
+
+    provisioner(s3_cors_allowed_origins="https://tutor.example").up()
+    plan = provisioner(s3_cors_allowed_origins="https://tutor.example",
+                       s3_cors_allowed_methods="GET").status()
+    (change,) = plan.changes
+    assert change.resource == "cors" and [d.field for d in change.differences] == ["AllowedMethods"]
+    provisioner(s3_cors_allowed_origins="https://tutor.example", s3_cors_allowed_methods="GET").up()
+
+    rules = {rule["ID"]: rule for rule in cors_rules(aws_resources)}
+    assert set(rules) == {"uploads", CORS_RULE_ID}
+    assert rules["uploads"]["AllowedMethods"] == ["PUT"]
+    assert rules[CORS_RULE_ID]["AllowedMethods"] == ["GET"]
+
+
+def test_cors_answers_browsers_from_allowed_origins_only(
+        aws_resources: AwsResources, aws_backend: str) -> None:
+    if aws_backend != "localstack":
+        pytest.skip("moto stores CORS rules but does not evaluate preflights (measured)")
+    provisioner(s3_cors_allowed_origins="https://tutor.example").up()
+    aws_resources.client("s3").put_object(Bucket=aws_resources.bucket, Key="a b.mp4", Body=b"x")
+    url = f"{aws_resources.endpoint_url}/{aws_resources.bucket}/a%20b.mp4"
+
+    def preflight(origin: str) -> httpx.Response:
+        return httpx.options(url, headers={"Origin": origin, "Access-Control-Request-Method": "GET",
+                                           "Access-Control-Request-Headers": "range"})
+
+    allowed = preflight("https://tutor.example")
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://tutor.example"
+    refused = preflight("https://elsewhere.example")
+    assert "access-control-allow-origin" not in refused.headers
 
 
 # --- the CLI -------------------------------------------------------------------------------
