@@ -467,3 +467,45 @@ describe("cost", () => {
     expect(await scene(t, "s7", "scene")).toMatchObject({ files: {} });
   }, 60_000);
 });
+
+describe("listing", () => {
+  test("scenes pages a session's scenes in id order, with their files' URLs", async () => {
+    const t = backend();
+    for (const sceneId of ["c", "a", "b"])
+      await apply(t, render("s1", sceneId, 1, T0));
+    await apply(t, render("s2", "z", 1, T0));
+    const first = await t.query(internal.sessions.scenes, {
+      sessionId: "s1",
+      paginationOpts: { cursor: null, numItems: 2 },
+    });
+    const rest = await t.query(internal.sessions.scenes, {
+      sessionId: "s1",
+      paginationOpts: { cursor: first.continueCursor, numItems: 2 },
+    });
+    expect([...first.page, ...rest.page].map((s) => s.sceneId)).toEqual([
+      "a",
+      "b",
+      "c",
+    ]);
+    expect(rest.isDone).toBe(true);
+    expect(first.page[0].files.video!.url).toBe(
+      "https://cdn.example/sessions/s1/scenes/a/v1/video.mp4",
+    );
+  });
+
+  test("byOwner lists the sessions a principal owns", async () => {
+    const t = backend();
+    for (const sessionId of ["s1", "s2", "s3"]) {
+      await t.mutation(internal.access.setOwner, {
+        sessionId,
+        ownerId: sessionId === "s2" ? "bob" : "alice",
+        actor: "platform",
+      });
+    }
+    const owned = await t.query(internal.sessions.byOwner, {
+      ownerId: "alice",
+      paginationOpts: { cursor: null, numItems: 10 },
+    });
+    expect(owned.page.map((s) => s.sessionId).sort()).toEqual(["s1", "s3"]);
+  });
+});
