@@ -9,25 +9,22 @@
   dependencies at most one call per ``fresh_seconds`` while they are healthy. 503 otherwise,
   with the reasons as JSON.
 
-A tiny HTTP/1.1 server on asyncio streams (GET and HEAD, ``Connection: close``), run by the
-daemon as a supervised task: if it cannot bind its port, the daemon stops.
+Served with ``aiohttp.web`` (already installed: aiobotocore's transport) as a supervised task
+of the daemon: if it cannot bind its port, the daemon stops.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
+from aiohttp import web
+
 log = logging.getLogger(__name__)
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request",
-            503: "Service Unavailable"}
-_MAX_HEADER_LINES = 100
 
 
 class Readiness:
@@ -106,34 +103,25 @@ class ProbeServer:
 
     async def serve(self) -> None:
         """Listen until cancelled. A port that cannot be bound raises (the daemon stops)."""
-        server = await asyncio.start_server(self._handle, self._host, self._requested_port)
-        self.port = server.sockets[0].getsockname()[1]
-        log.info("health probes listening", extra={"port": self.port})
-        self.listening.set()
-        async with server:
-            await server.serve_forever()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{probe:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
         try:
-            request = await asyncio.wait_for(_read_request(reader), 5.0)
-            status, body = (400, {"error": "bad request"}) if request is None else \
-                await self.route(*request)
-            payload = json.dumps(body).encode()
-            head = (f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
-                    "Content-Type: application/json\r\n"
-                    f"Content-Length: {len(payload)}\r\n"
-                    "Cache-Control: no-store\r\nConnection: close\r\n\r\n").encode()
-            writer.write(head if request and request[0] == "HEAD" else head + payload)
-            await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            pass
+            site = web.TCPSite(runner, self._host, self._requested_port)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            log.info("health probes listening", extra={"port": self.port})
+            self.listening.set()
+            await asyncio.Event().wait()
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            await runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        status, body = await self.route(request.method, request.path)
+        return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
 
     async def route(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
-        path = path.split("?", 1)[0]
         if path not in ("/healthz", "/readyz"):
             return 404, {"error": f"no such probe {path}; try /healthz or /readyz"}
         if method not in ("GET", "HEAD"):
@@ -142,22 +130,6 @@ class ProbeServer:
             return 200, {"status": "alive"}
         ready, details = await self._readiness.report()
         return (200 if ready else 503), {"status": "ready" if ready else "not ready", **details}
-
-
-def parse_request_line(line: bytes) -> tuple[str, str] | None:
-    """``b"GET /readyz HTTP/1.1\\r\\n"`` → ``("GET", "/readyz")``; None if it is not one."""
-    parts = line.decode("latin-1").strip().split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/") or not parts[1].startswith("/"):
-        return None
-    return parts[0].upper(), parts[1]
-
-
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str] | None:
-    request = parse_request_line(await reader.readline())
-    for _ in range(_MAX_HEADER_LINES):  # the headers carry nothing we need; read past them
-        if (await reader.readline()) in (b"\r\n", b"\n", b""):
-            return request
-    return None
 
 
 def daemon_probes(port: int, pollers: Collection[asyncio.Task[Any]], sqs: Any, queue_url: str,

@@ -33,7 +33,7 @@ from consumer.ops.reconcile import (
     merge_by_key,
 )
 from consumer.ops.replay import RateLimiter, next_slot, read_import_file
-from consumer.probes import ProbeServer, Readiness, parse_request_line
+from consumer.probes import ProbeServer, Readiness
 from tests.ops_support import s3_event
 
 NOW = 1_800_000_000_000
@@ -263,13 +263,6 @@ def test_asset_locations_and_filters() -> None:
 
 
 # --- probes ---------------------------------------------------------------------------------------------
-
-def test_request_lines() -> None:
-    assert parse_request_line(b"GET /readyz HTTP/1.1\r\n") == ("GET", "/readyz")
-    assert parse_request_line(b"head /healthz?x=1 HTTP/1.0\r\n") == ("HEAD", "/healthz?x=1")
-    for bad in (b"", b"GET\r\n", b"GET readyz HTTP/1.1\r\n", b"\x16\x03\x01\x02"):
-        assert parse_request_line(bad) is None
-
 
 async def test_readiness_caches_successes_and_rechecks_when_stale() -> None:
     clock = [0.0]
