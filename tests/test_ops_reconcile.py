@@ -19,7 +19,9 @@ pytestmark = pytest.mark.e2e
 # UTF-16 (JavaScript's default string order) and UTF-8 disagree on these: U+FF61 sorts after
 # U+1F600's surrogate pair in UTF-16, before it in UTF-8 — the order S3 and Convex both use.
 ORDER_KEYS = ["order/\uff61.txt", "order/\U0001f600.txt", "order/é x.txt", "order/z.txt"]
-KEEP = ["keep/1.txt", "keep/2.txt", *ORDER_KEYS]
+# Listed as raw keys: a "%2F" or "+" in a key must not be decoded on the way.
+RAW_KEYS = ["raw/pct%2Fliteral.txt", "raw/plus+a b.txt"]
+KEEP = ["keep/1.txt", "keep/2.txt", *ORDER_KEYS, *RAW_KEYS]
 
 
 def _notifications(stack: Stack, on: bool) -> None:
@@ -55,6 +57,7 @@ async def test_reconcile_finds_each_kind_of_drift_and_fix_resolves_it(stack: Sta
     code, report = await _reconcile(stack)
     assert code == 0 and report["consistent"], report
     assert report["objects"] == len(KEEP) + 3 and report["records"] == len(KEEP) + 4
+    assert report["resolvedItself"] == 0  # every record was matched by the listing itself
 
     # S3's LastModified has whole seconds: drift made in the same second as the last applied
     # event could not be ordered after it (reported as unresolved — see the next test).

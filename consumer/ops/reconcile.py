@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,12 +40,13 @@ from consumer.apply import ConvexApplier
 from consumer.aws import map_aws_error
 from consumer.convex_client import ConvexClient
 from consumer.dispatch import Dispatcher
-from consumer.errors import PermanentError, RetryableError, SyncError
+from consumer.errors import PermanentError, RetryableError
 from consumer.models import ObjectEvent
 from consumer.ops.output import (
     JsonOption,
     console,
     iso_ms,
+    new_run_id,
     now_ms,
     print_json,
     progress,
@@ -130,18 +130,39 @@ def effective_prefix(notification_prefix: str, requested: str | None) -> str | N
 # --- the two streams ---------------------------------------------------------------------------
 
 async def s3_pages(s3: Any, bucket: str, prefix: str, page_size: int) -> AsyncIterator[list[S3Object]]:
-    paginator = s3.get_paginator("list_objects_v2")
-    pages = paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size})
-    try:
-        async for page in pages:
-            yield [S3Object(key=item["Key"], size=int(item.get("Size", 0)),
-                            etag=str(item["ETag"]).strip('"') if item.get("ETag") else None,
-                            last_modified_ms=_ms(item["LastModified"]))
-                   for item in page.get("Contents", [])]
-    except SyncError:
-        raise
-    except Exception as exc:
-        raise map_aws_error(exc, "ListObjectsV2") from exc
+    """ListObjectsV2 pages of raw keys, each continued with ``StartAfter`` = the last key seen.
+
+    Same keys in the same order as following ``ContinuationToken`` with botocore's default
+    ``EncodingType=url``, but that path is broken on LocalStack 4.14 for non-ASCII keys: its
+    continuation token cannot hold one (``'ascii' codec can't decode``), and with url encoding
+    it compares StartAfter with *encoded* keys, silently skipping keys after ``%``-escapes.
+    Raw keys + StartAfter are right on AWS, moto and LocalStack alike; the price is that a key
+    holding a character XML 1.0 cannot carry (control characters) fails the listing loudly.
+    """
+    s3.meta.events.register_last("before-parameter-build.s3.ListObjectsV2", _raw_keys,
+                                 unique_id="s3convex-raw-listing")
+    after = ""
+    while True:
+        try:
+            page = await s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=page_size,
+                                            StartAfter=after)
+        except Exception as exc:
+            raise map_aws_error(exc, "ListObjectsV2") from exc
+        items = [S3Object(key=item["Key"], size=int(item.get("Size", 0)),
+                          etag=str(item["ETag"]).strip('"') if item.get("ETag") else None,
+                          last_modified_ms=_ms(item["LastModified"]))
+                 for item in page.get("Contents", [])]
+        if items:
+            yield items
+        if not page.get("IsTruncated") or not items:
+            return
+        after = items[-1].key
+
+
+def _raw_keys(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    """Undo botocore's automatic ``EncodingType=url`` (and so its decoding of the answer)."""
+    if context.pop("encoding_type_auto_set", False):
+        params.pop("EncodingType", None)
 
 
 async def convex_pages(convex: ConvexClient, bucket: str, prefix: str,
@@ -281,8 +302,7 @@ class Reconciler:
         self._dispatcher = Dispatcher(registry, HandlerContext(self._store, urls),
                                       concurrency=head_concurrency)
         self._applier = ConvexApplier(convex, hold_seconds=hold_seconds)
-        self.summary = ReconcileSummary(run_id=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
-                                        bucket=bucket, prefix=prefix, fix=fix)
+        self.summary = ReconcileSummary(run_id=new_run_id(), bucket=bucket, prefix=prefix, fix=fix)
 
     async def run(self, on_drift: Callable[[Drift], None] = lambda _d: None,
                   on_progress: Callable[[ReconcileSummary], None] = lambda _s: None) -> ReconcileSummary:
@@ -478,6 +498,9 @@ def _print_table(summary: ReconcileSummary, drifts: list[Drift]) -> None:
                   f"{summary.gone} gone, {summary.changed} changed)"
                   + (f"; fixed {summary.fixed}, unresolved {summary.unresolved}" if summary.fix else
                      "; run with --fix to repair"))
+    if summary.resolved_itself:
+        out.print(f"{summary.resolved_itself} difference(s) settled during the run (objects written "
+                  "or deleted meanwhile) were not counted")
 
 
 def register(root: typer.Typer) -> None:
