@@ -173,9 +173,13 @@ async def test_crash_between_send_and_delete_duplicates_but_loses_nothing(stack:
         sent_before_crash = replayer.report.moved
         assert sent_before_crash >= 1
 
-        # Sent, never deleted: once the dead process's hold lapses, the DLQ has them all again.
-        await asyncio.sleep(2.5)
-        assert stack.depth(stack.dlq_url)["visible"] == len(keys)
+        # Sent, never deleted: once the dead process's hold lapses (2 s; LocalStack notices a
+        # little later), the DLQ has them all again.
+        for _ in range(100):
+            if stack.depth(stack.dlq_url)["visible"] == len(keys):
+                break
+            await asyncio.sleep(0.1)
+        assert stack.depth(stack.dlq_url) == {"visible": len(keys), "invisible": 0, "delayed": 0}
         assert stack.depth()["visible"] == sent_before_crash
 
         again = await Replayer(aws.sqs, stack.dlq_url, stack.queue_url, selection=Selection(),
@@ -209,3 +213,26 @@ async def test_show_and_runs(stack: Stack) -> None:
     assert runs.json[0]["runId"] == moved.json["runId"]
     assert runs.json[0]["operator"] == "alice"
     assert runs.json[0]["filters"] == {"limit": 1, "ratePerSecond": 5.0}
+
+
+async def test_import_to_queue_is_an_audited_replay(stack: Stack, tmp_path: Path) -> None:
+    keys = ["direct/1.txt", "direct/2.txt"]
+    await _dead_letter_uploads(stack, keys, [])
+    exported = tmp_path / "all.jsonl"
+    assert (await run_cli(stack, "replay", "export", str(exported))).code == 0
+
+    imported = await run_cli(stack, "replay", "import", str(exported), "--to", "queue", "--json")
+
+    assert imported.code == 0, imported.stderr
+    assert (imported.json["sent"], imported.json["replaced"]) == (2, 2)
+    assert imported.json["target"] == stack.queue_url
+    assert stack.depth(stack.dlq_url)["visible"] == 0  # originals replaced by what was sent
+    on_source = stack.take_all(delete=False)
+    assert {m["MessageAttributes"][REPLAY_COUNT_ATTRIBUTE]["StringValue"] for m in on_source} == {"1"}
+    release_all(stack, stack.queue_url, on_source)
+    run = (await stack.convex.query("operations:listReplayRuns", {"limit": 1}))[0]
+    assert (run["kind"], run["status"], run["moved"]) == ("import", "completed", 2)
+    assert run["filters"] == {"file": str(exported)} and run["source"] == str(exported)
+    assert await stack.drain() == 0
+    for key in keys:
+        assert (await stack.record(key))["status"] == "available"

@@ -51,10 +51,14 @@ _DROPPABLE = (FAILED_AT_ATTRIBUTE, RECEIVES_ATTRIBUTE, SOURCE_ID_ATTRIBUTE, REAS
 _SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "DeadLetterQueueSourceArn"]
 
 
-@dataclass(frozen=True, slots=True)
+Described = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str | None]
+
+
+@dataclass(slots=True)
 class DlqMessage:
     """One DLQ message as an operator sees it. ``keys``/``events`` come from decoding the body
-    with the consumer's own decoder; ``decode_error`` says why that failed."""
+    with the consumer's own decoder (on first use: an unfiltered replay never decodes);
+    ``decode_error`` says why that failed."""
 
     message_id: str
     body: str
@@ -62,31 +66,43 @@ class DlqMessage:
     sent_at_ms: int | None
     dlq_receive_count: int
     source_arn: str | None
-    buckets: tuple[str, ...]
-    keys: tuple[str, ...]
-    events: tuple[str, ...]
-    decode_error: str | None
     receipt_handle: str = field(default="", repr=False, compare=False)
+    _described: Described | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_sqs(cls, raw: dict[str, Any]) -> DlqMessage:
         system = raw.get("Attributes") or {}
-        body = raw.get("Body", "")
-        buckets, keys, events, error = describe_body(body)
         sent = system.get("SentTimestamp")
         return cls(
             message_id=raw["MessageId"],
-            body=body,
+            body=raw.get("Body", ""),
             message_attributes=clean_attributes(raw.get("MessageAttributes") or {}),
             sent_at_ms=int(sent) if sent else None,
             dlq_receive_count=int(system.get("ApproximateReceiveCount", "1")),
             source_arn=system.get("DeadLetterQueueSourceArn"),
-            buckets=buckets,
-            keys=keys,
-            events=events,
-            decode_error=error,
             receipt_handle=raw["ReceiptHandle"],
         )
+
+    def _describe(self) -> Described:
+        if self._described is None:
+            self._described = describe_body(self.body)
+        return self._described
+
+    @property
+    def buckets(self) -> tuple[str, ...]:
+        return self._describe()[0]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self._describe()[1]
+
+    @property
+    def events(self) -> tuple[str, ...]:
+        return self._describe()[2]
+
+    @property
+    def decode_error(self) -> str | None:
+        return self._describe()[3]
 
     def _attribute(self, name: str) -> str | None:
         value = self.message_attributes.get(name)
@@ -194,7 +210,7 @@ class Selection:
         return {k: v for k, v in out.items() if v not in (None, [])}
 
 
-def describe_body(body: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str | None]:
+def describe_body(body: str) -> Described:
     """(buckets, keys, event names, decode error) of a message body.
 
     Decoded by the consumer's own :class:`~consumer.decode.Decoder`, told to accept every

@@ -12,6 +12,7 @@ import json
 import re
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -98,6 +99,11 @@ def iso_ms(ms: float | None) -> str | None:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def new_run_id() -> str:
+    """``20261101T120000Z-1a2b3c4d``: sorts by start time, unique across operators."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
 class ProgressView:

@@ -25,7 +25,6 @@ import json
 import logging
 import socket
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +52,7 @@ from consumer.ops.output import (
     console,
     human_age,
     iso_ms,
+    new_run_id,
     now_ms,
     parse_duration,
     parse_rate,
@@ -277,10 +277,6 @@ class Replayer:
             report.moved += len(sent)
             deleted = await scan.delete([m for m, _ in sent])
             report.delete_failed += deleted.count(False)
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
 class ReplayAudit:
