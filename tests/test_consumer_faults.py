@@ -71,9 +71,13 @@ async def test_convex_outage_delays_work_and_loses_nothing(stack: Stack, tmp_pat
     server.stop()  # Convex is down before the daemon starts
 
     daemon = asyncio.create_task(stack.drain(convex_url=server.url, convex_deploy_key=key))
-    await asyncio.sleep(4)  # the daemon receives, fails to reach Convex, holds the batch
+    deadline = time.monotonic() + 60
+    while stack.depth()["invisible"] == 0:  # the daemon receives, fails to reach Convex...
+        assert time.monotonic() < deadline and not daemon.done()
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(3)  # ...and keeps holding the batch in flight, not releasing it
     assert not daemon.done()
-    assert stack.depth()["invisible"] > 0  # held in flight, not released to burn receives
+    assert stack.depth()["invisible"] > 0
     server = start_local_convex(key, port=port, state_file=state)
     try:
         assert await daemon == 0
