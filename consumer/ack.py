@@ -108,7 +108,7 @@ def _dlq_attributes(message: InFlightMessage, reason: str) -> dict[str, Any]:
     kept = {
         name: {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
         for name, value in message.message_attributes.items()
-        if not name.startswith("s3convex.")
+        if name not in ours  # a replayed message keeps its s3convex.replay-count
     }
     kept = dict(list(kept.items())[: _MAX_ATTRIBUTES - len(ours)])
     return {**kept, **{k: {"DataType": "String", "StringValue": v} for k, v in ours.items()}}

@@ -12,6 +12,7 @@ import sys
 from typing import Annotated
 
 import typer
+from typer._click.exceptions import ClickException  # typer vendors click since 0.25
 
 from consumer.errors import ConfigError, SyncError
 
@@ -83,13 +84,9 @@ def main() -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except ClickException as exc:  # usage errors arrive here in non-standalone mode: exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
     sys.exit(exit_code if isinstance(exit_code, int) else 0)
 
 

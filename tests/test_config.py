@@ -89,3 +89,13 @@ def test_cli_bad_config_is_one_line_and_exit_2(tmp_path) -> None:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("s3convex: configuration error: CONVEX_URL='notaurl' is invalid")
     assert "Traceback" not in result.stderr
+
+
+def test_cli_usage_error_exits_2_without_traceback(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", "run", "--no-such-flag"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "No such option" in result.stderr
+    assert "Traceback" not in result.stderr

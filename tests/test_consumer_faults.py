@@ -71,6 +71,14 @@ async def test_convex_outage_delays_work_and_loses_nothing(stack: Stack, tmp_pat
     server.stop()  # Convex is down before the daemon starts
 
     daemon = asyncio.create_task(stack.drain(convex_url=server.url, convex_deploy_key=key))
+    try:
+        await _hold_until_convex_returns(stack, daemon, key, port, state, keys)
+    finally:
+        daemon.cancel()  # on failure, never leave a daemon polling into later tests
+
+
+async def _hold_until_convex_returns(stack: Stack, daemon: asyncio.Task[int], key: str, port: int,
+                                     state: Path, keys: list[str]) -> None:
     deadline = time.monotonic() + 60
     while stack.depth()["invisible"] == 0:  # the daemon receives, fails to reach Convex...
         assert time.monotonic() < deadline and not daemon.done()
@@ -80,7 +88,7 @@ async def test_convex_outage_delays_work_and_loses_nothing(stack: Stack, tmp_pat
     assert stack.depth()["invisible"] > 0
     server = start_local_convex(key, port=port, state_file=state)
     try:
-        assert await daemon == 0
+        assert await asyncio.wait_for(daemon, 120) == 0
         async with ConvexClient(server.url, SecretStr(key)) as convex:
             for k in keys:
                 record = await convex.query("assets:getByKey", {"bucket": stack.bucket, "key": k})
