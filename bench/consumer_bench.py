@@ -1,0 +1,458 @@
+"""Consumer benchmark (issue 3): our daemon beside a naive consumer and a floor, in one run.
+
+    python bench/consumer_bench.py                      # N=5,000, loopback and wan (~15 min)
+    python bench/consumer_bench.py --quick              # small smoke run (~3 min)
+    python bench/consumer_bench.py --events 2000 --profiles wan --set CONSUMER_POLLERS=8
+
+What it does, all on 127.0.0.1 (see bench/README.md):
+
+1. starts LocalStack (host mode, free port, temporary state) and the local Convex server,
+   provisions a bucket, queue, DLQ and S3 → SQS notification;
+2. preloads N real uploads and captures the N notification bodies S3 sent;
+3. per profile (``loopback``; ``wan``: 10 ms each way through ``bench/latency_proxy.py`` in
+   front of LocalStack and ``latencyMs: 20`` on the Convex server), for each contender — the
+   floor, ``s3convex run --drain``, the naive consumer — resets Convex, re-sends the *same*
+   captured bodies (SendMessageBatch) and lets the contender drain them;
+4. per profile, a steady run: uploads at 100 objects/s while ``s3convex run`` works;
+5. our daemon draining 10,000 queued copies, for its peak RSS;
+6. prints the table and the targets, PASS/FAIL.
+
+Throughput is events / drain time, drain time running from the contender's process start
+to the moment SQS first counts nothing visible, in flight or delayed (sampled every 0.1 s);
+``exit s`` adds the contender's own empty-queue detection and shutdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import _stack
+from _cpu import CpuMeter
+from _runs import (
+    CONTENDERS,
+    DAEMON,
+    Captured,
+    Contender,
+    empty_queue,
+    log,
+    paced,
+    send_copies,
+    take_all,
+    upload,
+    wait_for_depth,
+)
+from _stack import Stack
+
+WAN_DELAY_MS = 10  # per direction, so 20 ms per round trip
+CONVEX_WAN_LATENCY_MS = 20
+TARGET_LOOPBACK_VS_FLOOR = 0.8
+TARGET_WAN_VS_NAIVE = 10.0
+TARGET_RSS_MB = 150.0
+TARGET_STEADY_P99_S = 1.0
+
+
+@dataclass
+class Result:
+    run: str  # "drain", "rss", "steady"
+    contender: str  # "floor", "ours", "naive"
+    profile: str
+    round: int
+    events: int
+    committed: int | None  # records in Convex afterwards (None: the floor writes none)
+    drain_s: float | None
+    exit_s: float
+    exit_code: int
+    peak_rss_mb: float
+    cpu_s: float
+    lag_p50_s: float | None = None
+    lag_p99_s: float | None = None
+    errors: int = 0  # warning/error lines in the contender's log
+    note: str = ""
+
+    max_lag_s: float | None = None
+    cpu_used: dict[str, float] = field(default_factory=dict)  # CPU s per process tree, "other"
+
+    @property
+    def rate(self) -> float | None:
+        return self.events / self.drain_s if self.drain_s else None
+
+    @property
+    def cpu_ms_per_event(self) -> float:
+        return self.cpu_s * 1000 / self.events if self.events else 0.0
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def count_problems(lines: list[str]) -> int:
+    problems = 0
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            if json.loads(line).get("level") in ("warning", "error", "critical"):
+                problems += 1
+                continue
+        if "Traceback" in line:
+            problems += 1
+    return problems
+
+
+class Bench:
+    def __init__(self, stack: Stack, args: argparse.Namespace, workdir: Path) -> None:
+        self.stack = stack
+        self.args = args
+        self.workdir = workdir
+        self.results: list[Result] = []
+        self.tuning = dict(item.split("=", 1) for item in args.set)
+        self.cpu_roots = {"localstack": _stack.localstack_pid(workdir),
+                          "convex": stack.convex.process.pid}
+
+    # --- drains of the captured events ----------------------------------------------------
+    def drain(self, contender: str, profile: str, endpoint: str, events: list[Captured],
+              run: str = "drain", round_: int = 1) -> Result:
+        stack = self.stack
+        empty_queue(stack)
+        stack.reset_convex()
+        label = f"{run} {profile}/{contender}" + (f" #{round_}" if self.args.repeat > 1 else "")
+        log(f"{label}: queueing {len(events):,} copies")
+        sent = send_copies(stack, events)
+        wait_for_depth(stack, len(events), timeout=30)
+        env = stack.consumer_env(endpoint, **self.tuning,
+                                 BENCH_FLOOR_POLLERS=str(self.args.floor_pollers))
+        argv = [*DAEMON, "--drain"] if contender == "ours" else [*CONTENDERS, contender]
+        process = Contender(argv, env, self.workdir,
+                            self.workdir / f"{run}-{profile}-{contender}-{round_}.log")
+        log(f"{label}: draining")
+        meter = CpuMeter(self.cpu_roots)
+        meter.start()
+        process.start()
+        try:
+            finished = process.wait(self.args.timeout, drained=lambda: stack.depth() == 0)
+        finally:
+            process.kill()
+        cpu_used = meter.stop(finished.cpu_s)
+        result = Result(
+            run=run, contender=contender, profile=profile, round=round_, events=len(events),
+            committed=None,
+            drain_s=finished.drain_s, exit_s=finished.exit_s, exit_code=finished.exit_code,
+            peak_rss_mb=finished.peak_rss_mb, cpu_s=finished.cpu_s, cpu_used=cpu_used,
+            errors=count_problems(finished.lines),
+        )
+        if contender != "floor":
+            records = stack.records()
+            result.committed = len(records)
+            lags = [(r["updatedAt"] - sent[r["key"]]) / 1000 for r in records if r["key"] in sent]
+            result.lag_p50_s, result.lag_p99_s = percentile(lags, 50), percentile(lags, 99)
+            result.max_lag_s = max(lags, default=None)
+        if finished.exit_code != 0:
+            result.note = f"exit {finished.exit_code}; see {finished.log_path}"
+        elif stack.depth():
+            result.note = "queue not empty at exit"
+        log(f"{label}: {describe(result)}")
+        self.results.append(result)
+        return result
+
+    # --- steady rate --------------------------------------------------------------------------
+    def steady(self, profile: str, endpoint: str) -> Result:
+        stack, args = self.stack, self.args
+        empty_queue(stack)
+        stack.reset_convex()
+        count = int(args.steady_rate * args.steady_seconds)
+        prefix = f"steady-{profile}/"
+        env = stack.consumer_env(endpoint, **self.tuning)
+        process = Contender(DAEMON, env, self.workdir, self.workdir / f"steady-{profile}.log")
+        meter = CpuMeter(self.cpu_roots)
+        meter.start()
+        process.start()
+        try:
+            time.sleep(3)  # the daemon is up and long-polling before the first upload
+            log(f"{profile}/steady: uploading {count:,} objects at {args.steady_rate:g}/s")
+            keys = [f"{prefix}{i:06d} steady.bin" for i in range(count)]
+            late = 0
+            with _stack_uploader(stack) as put:
+                for key, due in zip(keys, paced(args.steady_rate, count), strict=True):
+                    late += time.monotonic() - due > 0.05
+                    put(key)
+            deadline = time.monotonic() + 60
+            while (done := len(stack.records(prefix))) < count and time.monotonic() < deadline:
+                time.sleep(0.5)
+            process.stop()
+            finished = process.wait(60)
+        finally:
+            process.kill()
+        cpu_used = meter.stop(finished.cpu_s)
+        records = stack.records(prefix)
+        lags = [(r["updatedAt"] - r["eventTime"]) / 1000 for r in records]
+        result = Result(
+            run="steady", contender="ours", profile=profile, round=1, events=count,
+            committed=len(records), max_lag_s=max(lags, default=None),
+            drain_s=None, exit_s=finished.exit_s, exit_code=finished.exit_code,
+            peak_rss_mb=finished.peak_rss_mb, cpu_s=finished.cpu_s, cpu_used=cpu_used,
+            lag_p50_s=percentile(lags, 50), lag_p99_s=percentile(lags, 99),
+            errors=count_problems(finished.lines),
+            note=(f"{args.steady_rate:g}/s for {args.steady_seconds:g} s, max lag "
+                  + fmt(max(lags, default=None), ".2f", " s")
+                  + (f"; {late} uploads >50 ms late" if late else "")
+                  + ("" if done >= count else f"; only {done} committed")),
+        )
+        log(f"{profile}/steady: {describe(result)}")
+        self.results.append(result)
+        return result
+
+
+@contextlib.contextmanager
+def _stack_uploader(stack: Stack):
+    """A few threads so one slow PutObject does not hold back the schedule."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    payload = os.urandom(512)
+    with ThreadPoolExecutor(8) as pool:
+        futures = []
+        yield lambda key: futures.append(pool.submit(
+            stack.s3.put_object, Bucket=stack.bucket, Key=key, Body=payload))
+        for future in futures:
+            future.result()
+
+
+def describe(r: Result) -> str:
+    rate = f"{r.rate:,.0f} ev/s" if r.rate else "-"
+    lag = f", lag p50 {r.lag_p50_s:.2f} s p99 {r.lag_p99_s:.2f} s" if r.lag_p99_s is not None else ""
+    return (f"{r.events:,} events, {rate}, drain {fmt(r.drain_s, '.1f')} s, exit {r.exit_s:.1f} s"
+            f"{lag}, RSS {r.peak_rss_mb:.0f} MB, CPU {r.cpu_s:.1f} s" + (f" ({r.note})" if r.note else ""))
+
+
+def fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def report(results: list[Result], args: argparse.Namespace, preload: dict[str, Any]) -> list[str]:
+    drains = [r for r in results if r.run == "drain"]
+
+    def rates(contender: str, profile: str) -> list[float]:
+        return [r.rate for r in drains if (r.contender, r.profile) == (contender, profile) and r.rate]
+
+    def paired(contender: str, profile: str, round_: int) -> Result | None:
+        return next((r for r in drains if (r.contender, r.profile, r.round) == (contender, profile, round_)), None)
+
+    def vs(r: Result, contender: str) -> float | None:
+        base = paired(contender, r.profile, r.round) or paired(contender, r.profile, 1)
+        return r.rate / base.rate if r.rate and base and base.rate else None
+
+    settings = dict(item.split("=", 1) for item in args.set)
+    lines = [
+        "",
+        f"consumer benchmark — LocalStack {preload['localstack']}, local Convex server, "
+        f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M')}, load average "
+        f"{preload['load_start']:.1f} at the start, {os.getloadavg()[0]:.1f} at the end",
+        f"events: {preload['events']:,} real uploads ({preload['upload_rate']:.0f} puts/s); their "
+        "notification bodies were captured once and are re-sent unchanged (SendMessageBatch) "
+        "before every drain, so every contender drains the identical event set",
+        f"wan: +{WAN_DELAY_MS} ms each way on every S3/SQS call (latency proxy) and "
+        f"+{CONVEX_WAN_LATENCY_MS} ms per Convex call (server latency injection)",
+        "daemon: default settings" + "".join(f", {k}={v}" for k, v in sorted(settings.items()))
+        + f"; floor: {args.floor_pollers} pollers; rounds: {args.repeat} (floor and ours "
+        "alternate; the naive consumer runs once)",
+        "",
+    ]
+    header = (f"{'run':<7}{'profile':<9}{'contender':<10}{'#':>2}{'events':>7}{'drain s':>8}"
+              f"{'exit s':>7}{'events/s':>9}{'×floor':>7}{'×naive':>7}{'lag p50':>8}{'lag p99':>8}"
+              f"{'RSS MB':>7}{'CPU s':>6}{'ms/ev':>6} │{'LS':>5}{'Cvx':>5}{'prx':>5}{'other':>6}  note")
+    lines += [header, "-" * len(header)]
+    for r in results:
+        note = r.note
+        if r.committed is not None and r.committed < r.events and r.run != "rss":
+            note = f"only {r.committed:,} committed; {note}".rstrip("; ")
+        if r.errors:
+            note = f"{r.errors} warning lines in its log; {note}".rstrip("; ")
+        lines.append(
+            f"{r.run:<7}{r.profile:<9}{r.contender:<10}{r.round:>2}{r.events:>7,}"
+            f"{fmt(r.drain_s, '.1f'):>8}{r.exit_s:>7.1f}{fmt(r.rate, ',.0f'):>9}"
+            f"{fmt(vs(r, 'floor') if r.run == 'drain' else None, '.2f'):>7}"
+            f"{fmt(vs(r, 'naive') if r.run == 'drain' else None, '.1f'):>7}"
+            f"{fmt(r.lag_p50_s, '.2f'):>8}{fmt(r.lag_p99_s, '.2f'):>8}"
+            f"{r.peak_rss_mb:>7.0f}{r.cpu_s:>6.1f}{r.cpu_ms_per_event:>6.1f} │"
+            + "".join(f"{fmt(r.cpu_used.get(name), '.0f'):>{width}}" for name, width in
+                      (("localstack", 5), ("convex", 5), ("proxy", 5), ("other", 6)))
+            + f"  {note}")
+    lines += [
+        "",
+        "events/s = events / drain s (contender process start → SQS first counts the queue "
+        "empty); exit s adds the contender's own empty-queue check and shutdown. RSS is the "
+        "contender process's own peak (VmHWM, sampled every 0.1 s), CPU its user+system "
+        "time. ×floor and ×naive compare with the same round's run. Lag: drain runs — "
+        "Convex commit (updatedAt) − when the copy was enqueued, i.e. mostly time waiting in "
+        "the backlog; steady runs — S3 eventTime → Convex commit of live uploads. "
+        "Right of │: CPU seconds the same run cost LocalStack, the local Convex server and the "
+        "latency proxy, and what the rest of the machine was busy with meanwhile (other "
+        "processes than this benchmark's).",
+        "",
+        "targets:",
+    ]
+
+    def target(label: str, ok: bool | None, shown: str) -> None:
+        verdict = "n/a " if ok is None else ("PASS" if ok else "FAIL")
+        lines.append(f"  {verdict}  {label:<46} {shown}")
+
+    ratios = [ratio for r in drains if (r.contender, r.profile) == ("ours", "loopback")
+              and (ratio := vs(r, "floor")) is not None]
+    median = statistics.median(ratios) if ratios else None
+    target("loopback: ours ≥ 0.8× floor", None if median is None else median >= TARGET_LOOPBACK_VS_FLOOR,
+           "not measured" if median is None else
+           f"{median:.2f}× (median of rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
+    ours, naive = rates("ours", "wan"), rates("naive", "wan")
+    ratio = statistics.median(ours) / statistics.median(naive) if ours and naive else None
+    target("wan: ours ≥ 10× naive", None if ratio is None else ratio >= TARGET_WAN_VS_NAIVE,
+           "not measured" if ratio is None else
+           f"{ratio:.1f}× ({statistics.median(ours):,.0f} vs {statistics.median(naive):,.1f} events/s)")
+    rss = next((r for r in results if r.run == "rss"), None)
+    target(f"peak RSS ≤ {TARGET_RSS_MB:.0f} MB with {args.rss_events:,} queued",
+           None if rss is None else rss.peak_rss_mb <= TARGET_RSS_MB,
+           "not measured" if rss is None else f"{rss.peak_rss_mb:.0f} MB")
+    for profile in args.profiles:
+        steady = next((r for r in results if (r.run, r.profile) == ("steady", profile)), None)
+        ok = None if steady is None else (
+            steady.lag_p99_s is not None and steady.committed == steady.events
+            and steady.lag_p99_s < TARGET_STEADY_P99_S)
+        target(f"{profile}: p99 lag < 1 s at a steady {args.steady_rate:g}/s", ok,
+               "not measured" if steady is None else
+               f"p99 {fmt(steady.lag_p99_s, '.2f', ' s')}, {steady.committed:,}/{steady.events:,} committed")
+    return lines
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Consumer benchmark: our daemon beside a naive consumer and a floor.")
+    parser.add_argument("--events", type=int, default=5000, help="preloaded uploads N (5000)")
+    parser.add_argument("--profiles", default="loopback,wan", help="loopback,wan (both)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small smoke run: 300 events, 1,000 for RSS, 5 s steady")
+    parser.add_argument("--contenders", default="floor,ours,naive", help="floor,ours,naive")
+    parser.add_argument("--rss-events", type=int, default=10_000,
+                        help="messages queued for the peak-RSS run (10000; 0 skips it)")
+    parser.add_argument("--steady-rate", type=float, default=100.0, help="uploads/s (100)")
+    parser.add_argument("--steady-seconds", type=float, default=30.0, help="(30; 0 skips it)")
+    parser.add_argument("--floor-pollers", type=int, default=8, help="the floor's loops (8)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a daemon setting for every run of ours, e.g. CONSUMER_POLLERS=8")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of floor and ours per profile, alternating (1)")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep LocalStack state and every contender's log in DIR")
+    parser.add_argument("--timeout", type=float, default=900.0, help="per contender run (900 s)")
+    parser.add_argument("--json", type=Path, default=_stack.BENCH / "results" / "consumer_bench.json",
+                        help="where the figures also go (bench/results/consumer_bench.json)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.events, args.rss_events, args.steady_seconds = 300, min(args.rss_events, 1000), 5.0
+    args.profiles = [p for p in args.profiles.split(",") if p]
+    args.contenders = [c for c in args.contenders.split(",") if c]
+    for name in args.profiles:
+        if name not in ("loopback", "wan"):
+            parser.error(f"unknown profile {name!r}")
+    for name in args.contenders:
+        if name not in ("floor", "ours", "naive"):
+            parser.error(f"unknown contender {name!r}")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    for item in args.set:
+        if "=" not in item:
+            parser.error(f"--set wants NAME=VALUE, got {item!r}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    _stack.isolate_aws_environment()
+    began = time.monotonic()
+    load_start = os.getloadavg()[0]
+    with contextlib.ExitStack() as servers:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            workdir = args.keep.resolve()
+        else:
+            workdir = Path(servers.enter_context(tempfile.TemporaryDirectory(prefix="consumer-bench-")))
+        log(f"starting LocalStack and the local Convex server (work dir {workdir})")
+        endpoint = servers.enter_context(_stack.localstack(workdir))
+        convex = servers.enter_context(_stack.local_convex())
+        stack = _stack.provision(endpoint, convex, workdir)
+        bench = Bench(stack, args, workdir)
+
+        log(f"preloading {args.events:,} real uploads")
+        started = time.monotonic()
+        upload(stack, [f"preload/{i % 64:02d}/asset {i:06d}.bin" for i in range(args.events)])
+        upload_rate = args.events / (time.monotonic() - started)
+        wait_for_depth(stack, args.events)
+        events = sorted(take_all(stack), key=lambda e: e.key)
+        log(f"captured {len(events):,} notifications ({upload_rate:.0f} puts/s)")
+        if len(events) != args.events:
+            log(f"warning: expected {args.events:,} notifications, S3 sent {len(events):,}")
+        preload = {"events": len(events), "upload_rate": upload_rate, "load_start": load_start,
+                   "localstack": _localstack_version(endpoint)}
+
+        for profile in args.profiles:
+            aws = endpoint
+            with contextlib.ExitStack() as wan:
+                if profile == "wan":
+                    proxy = wan.enter_context(_stack.latency_proxy(endpoint, WAN_DELAY_MS))
+                    aws = proxy.url
+                    bench.cpu_roots["proxy"] = proxy.pid
+                    wan.callback(bench.cpu_roots.pop, "proxy")
+                    stack.convex_latency(CONVEX_WAN_LATENCY_MS)
+                    wan.callback(stack.convex_latency, 0)
+                for round_ in range(1, args.repeat + 1):
+                    for contender in ("floor", "ours"):
+                        if contender in args.contenders:
+                            bench.drain(contender, profile, aws, events, round_=round_)
+                if "naive" in args.contenders:
+                    bench.drain("naive", profile, aws, events)
+                if args.steady_seconds > 0 and "ours" in args.contenders:
+                    bench.steady(profile, aws)
+        if args.rss_events > 0 and "ours" in args.contenders:
+            copies = [events[i % len(events)] for i in range(args.rss_events)]
+            bench.drain("ours", "loopback", endpoint, copies, run="rss")
+            bench.results[-1].note = (f"{args.rss_events:,} queued ({len(events):,} events, "
+                                      f"each re-sent {args.rss_events / len(events):g}×)")
+
+    lines = report(bench.results, args, preload)
+    print("\n".join(lines))
+    log(f"done in {(time.monotonic() - began) / 60:.1f} min")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "preload": preload, "args": {k: str(v) for k, v in vars(args).items()},
+            "results": [{**asdict(r), "rate": r.rate} for r in bench.results],
+            "report": lines}, indent=2))
+    return 0
+
+
+def _localstack_version(endpoint: str) -> str:
+    import httpx
+
+    with contextlib.suppress(Exception):
+        return httpx.get(f"{endpoint}/_localstack/health", timeout=5).json().get("version", "?")
+    return "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
