@@ -114,6 +114,27 @@ def send_copies(stack: Stack, events: Sequence[Captured], threads: int = 8) -> d
     return sent
 
 
+def send_paced(stack: Stack, events: Sequence[Captured], rate: float,
+               threads: int = 4) -> tuple[dict[str, int], int]:
+    """SendMessage each body on a fixed schedule (``rate`` per second), one message per event
+    as S3 sends them; → (key → when SQS accepted it, how many sends started >50 ms late)."""
+    sent: dict[str, int] = {}
+
+    def send(event: Captured) -> None:
+        stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=event.body)
+        sent[event.key] = now_ms()
+
+    late = 0
+    with ThreadPoolExecutor(threads) as pool:
+        futures = []
+        for event, due in zip(events, paced(rate, len(events)), strict=True):
+            late += time.monotonic() - due > 0.05
+            futures.append(pool.submit(send, event))
+        for future in futures:
+            future.result()
+    return sent, late
+
+
 def empty_queue(stack: Stack) -> None:
     if stack.depth():
         take_all(stack)
