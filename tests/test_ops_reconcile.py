@@ -140,3 +140,20 @@ async def test_fix_never_overrides_a_newer_event(stack: Stack) -> None:
     record = await stack.record("newer/1.txt")
     assert record["status"] == "deleted" and record["eventTime"] == later
     assert len(await stack.history("newer/1.txt")) == 1
+
+
+async def test_fix_classifies_keys_by_the_configured_layout(stack: Stack) -> None:
+    layout = "tenants/*/s-{sessionId}/{sceneId}@{version}/{file}"
+    session = f"{stack.resources.prefix}-layout"  # the local Convex server outlives this test
+    key = f"tenants/acme/s-{session}/intro@3/video.mp4"
+    _notifications(stack, on=False)
+    stack.put(key, b"a video", ContentType="video/mp4")
+
+    result = await run_cli(stack, "reconcile", "--fix", env={"ASSET_KEY_LAYOUT": layout})
+
+    assert result.code == 1, result.stderr
+    assert [(i["key"], i["outcome"]) for i in result.json["items"]] == [(key, "fixed")]
+    record = await stack.record(key)
+    # The daemon's layout, not the default one (which would leave the key without a session).
+    assert [record.get(f) for f in ("sessionId", "sceneId", "version", "kind")] == [
+        session, "intro", 3, "video"]

@@ -53,6 +53,7 @@ from consumer.ops.output import (
     wants_json,
 )
 from handlers.context import HandlerContext
+from handlers.layout import KeyLayout
 from handlers.objects import registry
 from handlers.store import S3ObjectStore
 from handlers.urls import UrlSource
@@ -285,8 +286,9 @@ class Reconciler:
     """
 
     def __init__(self, s3: Any, convex: ConvexClient, bucket: str, *, urls: UrlSource,
-                 prefix: str = "", suffix: str = "", fix: bool = False, page_size: int = 1000,
-                 convex_page_size: int = 500, head_concurrency: int = 16, batch_size: int = 200,
+                 layout: KeyLayout | None = None, prefix: str = "", suffix: str = "",
+                 fix: bool = False, page_size: int = 1000, convex_page_size: int = 500,
+                 head_concurrency: int = 16, batch_size: int = 200,
                  hold_seconds: float = 60.0) -> None:
         self._s3 = s3
         self._convex = convex
@@ -299,7 +301,9 @@ class Reconciler:
         self._batch_size = batch_size
         self._store = S3ObjectStore(s3)
         self._heads = asyncio.Semaphore(head_concurrency)
-        self._dispatcher = Dispatcher(registry, HandlerContext(self._store, urls),
+        # The daemon's layout (ASSET_KEY_LAYOUT): a fix must classify a key as its event would.
+        self._dispatcher = Dispatcher(registry, HandlerContext(self._store, urls,
+                                                               layout=layout or KeyLayout.default()),
                                       concurrency=head_concurrency)
         self._applier = ConvexApplier(convex, hold_seconds=hold_seconds)
         self.summary = ReconcileSummary(run_id=new_run_id(), bucket=bucket, prefix=prefix, fix=fix)
@@ -450,7 +454,8 @@ def reconcile_command(
                          timeout=settings.convex_timeout) as convex,
         ):
             reconciler = Reconciler(aws.s3, convex, settings.s3_bucket, urls=url_source(settings, aws),
-                                    prefix=listing_prefix or "", suffix=settings.s3_notification_suffix,
+                                    layout=settings.key_layout, prefix=listing_prefix or "",
+                                    suffix=settings.s3_notification_suffix,
                                     fix=not dry_run, page_size=page_size,
                                     convex_page_size=min(page_size, 500),
                                     head_concurrency=head_concurrency)
