@@ -240,24 +240,37 @@ async function updateScene(
   }
   if (rescan)
     ({ currentVersion, files } = await currentFiles(ctx, sessionId, sceneId));
-  if (scene === null) {
+  return writeScene(
+    ctx,
+    scene,
+    { sessionId, sceneId, currentVersion, files, versions },
+    now,
+  );
+}
+
+type SceneFields = Pick<
+  Doc<"scenes">,
+  "sessionId" | "sceneId" | "currentVersion" | "files" | "versions"
+>;
+
+/** Inserts the scene, or patches the one found; true when it was inserted. */
+async function writeScene(
+  ctx: MutationCtx,
+  existing: Doc<"scenes"> | null,
+  { sessionId, sceneId, ...state }: SceneFields,
+  now: number,
+): Promise<boolean> {
+  if (existing === null) {
     await ctx.db.insert("scenes", {
       sessionId,
       sceneId,
-      currentVersion,
-      files,
-      versions,
+      ...state,
       createdAt: now,
       updatedAt: now,
     });
     return true;
   }
-  await ctx.db.patch("scenes", scene._id, {
-    currentVersion,
-    files,
-    versions,
-    updatedAt: now,
-  });
+  await ctx.db.patch("scenes", existing._id, { ...state, updatedAt: now });
   return false;
 }
 
@@ -557,24 +570,12 @@ export const rebuild = internalMutation({
         sessionId,
         sceneId,
       );
-      if (scene === null) {
-        await ctx.db.insert("scenes", {
-          sessionId,
-          sceneId,
-          currentVersion,
-          files,
-          versions,
-          createdAt: now,
-          updatedAt: now,
-        });
-      } else {
-        await ctx.db.patch("scenes", scene._id, {
-          currentVersion,
-          files,
-          versions,
-          updatedAt: now,
-        });
-      }
+      await writeScene(
+        ctx,
+        scene,
+        { sessionId, sceneId, currentVersion, files, versions },
+        now,
+      );
     }
     const sceneCount = (
       await ctx.db
