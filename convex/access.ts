@@ -230,15 +230,8 @@ export const authorize = internalMutation({
         sessionId,
         now,
       );
-      if (!decision.allowed) {
-        // Unknown to us and not granted: the same answer as for a known asset.
-        const auditId = await audit(ctx, {
-          ...row,
-          outcome: "denied",
-          reason: decision.reason,
-        });
-        return { outcome: "denied", reason: decision.reason, auditId };
-      }
+      // Unknown to us and not granted: the same answer as for a known asset.
+      if (!decision.allowed) return deny(ctx, row, decision.reason);
       return {
         outcome: "not_found",
         auditId: await audit(ctx, { ...row, outcome: "not_found" }),
@@ -253,14 +246,7 @@ export const authorize = internalMutation({
       asset.sessionId,
       now,
     );
-    if (!decision.allowed) {
-      const auditId = await audit(ctx, {
-        ...about,
-        outcome: "denied",
-        reason: decision.reason,
-      });
-      return { outcome: "denied", reason: decision.reason, auditId };
-    }
+    if (!decision.allowed) return deny(ctx, about, decision.reason);
     const grantId = decision.via === "grant" ? decision.grantId : undefined;
     if (asset.status === "deleted") {
       const deletedAt = asset.deletedAt ?? asset.eventTime;
@@ -310,6 +296,16 @@ export const authorize = internalMutation({
     };
   },
 });
+
+/** Audits a denied read and answers it. */
+async function deny(
+  ctx: MutationCtx,
+  row: Omit<AuditRow, "outcome" | "reason">,
+  reason: string,
+): Promise<AuthorizeResult> {
+  const auditId = await audit(ctx, { ...row, outcome: "denied", reason });
+  return { outcome: "denied", reason, auditId };
+}
 
 function usableStored(
   asset: Doc<"assets">,
