@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from consumer.aws import open_clients
-from consumer.ops.dlq import REPLAY_COUNT_ATTRIBUTE, Selection, describe_body
-from consumer.ops.replay import Replayer
+from consumer.ops.dlq import Selection, describe_body
+from consumer.ops.dlq_attributes import REPLAY_COUNT_ATTRIBUTE
+from consumer.ops.replayer import Replayer
 from tests.ops_support import release_all, run_cli, s3_event
 from tests.stack import Stack
 

@@ -13,18 +13,16 @@ import typer
 
 from consumer.errors import PermanentError
 from consumer.ops.assets import AssetFilter, parse_location
-from consumer.ops.dlq import (
+from consumer.ops.dlq import DlqMessage, Selection, describe_body
+from consumer.ops.dlq_attributes import (
     REPLAY_COUNT_ATTRIBUTE,
-    DlqMessage,
-    Selection,
     attributes_from_json,
     attributes_to_json,
-    describe_body,
-    entry_bytes,
-    size_batches,
     with_replay_count,
 )
+from consumer.ops.dlq_files import read_import_file
 from consumer.ops.output import parse_duration, parse_rate
+from consumer.ops.pacing import RateLimiter, next_slot
 from consumer.ops.reconcile import (
     S3Object,
     ascending,
@@ -32,7 +30,7 @@ from consumer.ops.reconcile import (
     judge,
     merge_by_key,
 )
-from consumer.ops.replay import RateLimiter, next_slot, read_import_file
+from consumer.ops.sqs_batch import entry_bytes, size_batches
 from consumer.probes import ProbeServer, Readiness
 from tests.ops_support import s3_event
 

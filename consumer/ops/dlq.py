@@ -1,12 +1,10 @@
-"""The dead-letter queue, read without losing anything: what a message is, what selects it,
-and a scanner that looks at every message once and puts it back.
+"""A dead-letter queue message as an operator sees it, and the filters that select one.
 
-Looking at an SQS message means receiving it, which hides it. :class:`DlqScanner` receives
-with a visibility timeout, keeps what it holds hidden with the consumer's own
-:class:`~consumer.heartbeat.VisibilityHeartbeat` (so a long scan never sees a message twice and
-no other reader grabs one mid-look), and on exit makes everything it still holds visible again
-at once. A scan only adds one to each message's ``ApproximateReceiveCount`` on the DLQ, which
-has no redrive policy of its own.
+:class:`DlqMessage` wraps one received DLQ message: its body, its attributes, and — decoded on
+first use with the consumer's own decoder — the buckets, keys and event names it is about.
+:class:`Selection` is what ``list``/``replay``/``export`` filter by. Reading the queue without
+losing anything is :mod:`consumer.ops.dlq_scanner`; attributes and the replay count are
+:mod:`consumer.ops.dlq_attributes`; SQS batch calls are :mod:`consumer.ops.sqs_batch`.
 
 What a DLQ message carries (set by :mod:`consumer.ack` when the consumer dead-letters it):
 ``s3convex.failure-reason``, ``s3convex.source-message-id``, ``s3convex.receive-count``,
@@ -17,12 +15,8 @@ them, only ``DeadLetterQueueSourceArn`` on AWS and LocalStack. Replays add
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
 import json
-import logging
-import time
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
@@ -33,23 +27,13 @@ from consumer.ack import (
     RECEIVES_ATTRIBUTE,
     SOURCE_ID_ATTRIBUTE,
 )
-from consumer.aws import map_aws_error
 from consumer.decode import Decoder
 from consumer.errors import PoisonMessage
-from consumer.heartbeat import VisibilityHeartbeat
-from consumer.inflight import InFlightMessage
-
-log = logging.getLogger(__name__)
-
-REPLAY_COUNT_ATTRIBUTE = "s3convex.replay-count"
-SQS_MAX_ATTRIBUTES = 10
-SQS_MAX_BATCH_BYTES = 256 * 1024
-# SQS refuses more in-flight messages than this per standard queue (~120,000).
-DEFAULT_MAX_HELD = 100_000
-# When attributes must make room for the replay count, ours go first, least useful first.
-_DROPPABLE = (FAILED_AT_ATTRIBUTE, RECEIVES_ATTRIBUTE, SOURCE_ID_ATTRIBUTE, REASON_ATTRIBUTE)
-_SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "DeadLetterQueueSourceArn"]
-
+from consumer.ops.dlq_attributes import (
+    REPLAY_COUNT_ATTRIBUTE,
+    attributes_to_json,
+    clean_attributes,
+)
 
 Described = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str | None]
 
@@ -252,283 +236,3 @@ def _buckets_named(body: str) -> set[str]:
     if isinstance(document.get("Bucket"), str):
         found.add(document["Bucket"])
     return {name for name in found if isinstance(name, str)}
-
-
-# --- message attributes ----------------------------------------------------------------------
-
-def clean_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
-    """Keep only what SendMessage accepts (ReceiveMessage adds empty list fields)."""
-    return {
-        name: {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
-        for name, value in attributes.items()
-        if isinstance(value, dict)
-    }
-
-
-def attributes_to_json(attributes: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for name, value in attributes.items():
-        value = dict(value)
-        if isinstance(value.get("BinaryValue"), bytes | bytearray):
-            value["BinaryValue"] = base64.b64encode(value["BinaryValue"]).decode()
-        out[name] = value
-    return out
-
-
-def attributes_from_json(attributes: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for name, value in attributes.items():
-        if not isinstance(value, dict) or not isinstance(value.get("DataType"), str):
-            raise ValueError(f"attribute {name!r} needs a DataType")
-        value = {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
-        if "BinaryValue" in value:
-            value["BinaryValue"] = base64.b64decode(value["BinaryValue"], validate=True)
-        elif not isinstance(value.get("StringValue"), str):
-            raise ValueError(f"attribute {name!r} needs a StringValue or BinaryValue")
-        out[name] = value
-    return out
-
-
-def with_replay_count(attributes: dict[str, Any]) -> dict[str, Any]:
-    """The attributes a replayed message carries: all it had, ``s3convex.replay-count`` + 1.
-
-    SQS allows 10 attributes; when the message already has 10, the consumer's diagnostic
-    attributes make room, least useful first (failed-at, then receive-count, ...). A message
-    carrying 10 attributes of someone else's keeps them all and gets no count.
-    """
-    current = attributes.get(REPLAY_COUNT_ATTRIBUTE, {}).get("StringValue", "0")
-    count = (int(current) if str(current).isdigit() else 0) + 1
-    kept = {k: v for k, v in attributes.items() if k != REPLAY_COUNT_ATTRIBUTE}
-    for name in _DROPPABLE:
-        if len(kept) < SQS_MAX_ATTRIBUTES:
-            break
-        kept.pop(name, None)
-    if len(kept) >= SQS_MAX_ATTRIBUTES:
-        log.warning("no room for the replay count attribute", extra={"attributes": sorted(kept)})
-        return kept
-    return {**kept, REPLAY_COUNT_ATTRIBUTE: {"DataType": "Number", "StringValue": str(count)}}
-
-
-def entry_bytes(body: str, attributes: dict[str, Any]) -> int:
-    """The size SQS counts against its message and batch limits."""
-    size = len(body.encode())
-    for name, value in attributes.items():
-        size += len(name.encode()) + len(str(value.get("DataType", "")).encode())
-        if "BinaryValue" in value:
-            size += len(value["BinaryValue"])
-        else:
-            size += len(str(value.get("StringValue", "")).encode())
-    return size
-
-
-def size_batches(items: list[Any], size_of: Any, *, max_count: int = 10,
-                 max_bytes: int = SQS_MAX_BATCH_BYTES) -> list[list[Any]]:
-    """Split into SendMessageBatch-sized groups (≤ 10 entries, ≤ 256 KiB in all)."""
-    batches: list[list[Any]] = []
-    current: list[Any] = []
-    used = 0
-    for item in items:
-        size = size_of(item)
-        if current and (len(current) >= max_count or used + size > max_bytes):
-            batches.append(current)
-            current, used = [], 0
-        current.append(item)
-        used += size
-    if current:
-        batches.append(current)
-    return batches
-
-
-# --- sending and deleting ----------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A message to send: ``ref`` is the caller's handle on it (a DlqMessage, a file line)."""
-
-    ref: Any
-    body: str
-    attributes: dict[str, Any]
-
-
-async def send_batch(sqs: Any, queue_url: str, items: list[Outgoing]) -> list[str | None]:
-    """SendMessageBatch; the new message id of each item, or None where SQS refused it.
-
-    A failure of the whole call raises (mapped): the caller stops before deleting anything.
-    """
-    entries = [{"Id": str(i), "MessageBody": item.body,
-                **({"MessageAttributes": item.attributes} if item.attributes else {})}
-               for i, item in enumerate(items)]
-    try:
-        response = await sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-    except Exception as exc:
-        raise map_aws_error(exc, "SendMessageBatch") from exc
-    ids: list[str | None] = [None] * len(items)
-    for success in response.get("Successful", []):
-        ids[int(success["Id"])] = success["MessageId"]
-    for failure in response.get("Failed", []):
-        log.warning("send entry refused", extra={"code": failure.get("Code"),
-                                                 "error": failure.get("Message")})
-    return ids
-
-
-async def delete_batch(sqs: Any, queue_url: str, receipt_handles: list[str]) -> list[bool]:
-    """DeleteMessageBatch; which deletes succeeded. Never raises: an undeleted message only
-    comes back and is sent again (a duplicate, which applying absorbs)."""
-    entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(receipt_handles)]
-    try:
-        response = await sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
-    except Exception as exc:
-        log.warning("delete batch failed; the messages stay and may be sent again",
-                    extra={"error": str(map_aws_error(exc, "DeleteMessageBatch"))})
-        return [False] * len(entries)
-    ok = [True] * len(entries)
-    for failure in response.get("Failed", []):
-        ok[int(failure["Id"])] = False
-        log.warning("delete entry failed; the message stays and may be sent again",
-                    extra={"code": failure.get("Code")})
-    return ok
-
-
-# --- the scanner -------------------------------------------------------------------------------
-
-class _Held:
-    """What a scan holds hidden, in the shape :class:`VisibilityHeartbeat` reads
-    (``snapshot`` and ``done``, as :class:`~consumer.inflight.InFlight` has them)."""
-
-    def __init__(self) -> None:
-        self._by_handle: dict[str, InFlightMessage] = {}
-
-    def hold(self, message: InFlightMessage) -> None:
-        self._by_handle[message.receipt_handle] = message
-
-    def drop(self, message: InFlightMessage) -> None:
-        self._by_handle.pop(message.receipt_handle, None)
-
-    def snapshot(self) -> list[InFlightMessage]:
-        return list(self._by_handle.values())
-
-    async def done(self, message: InFlightMessage) -> None:
-        self.drop(message)
-
-    def __len__(self) -> int:
-        return len(self._by_handle)
-
-
-class DlqScanner:
-    """Receive each visible message of a queue once and hold it until released.
-
-    ``async with DlqScanner(sqs, url) as scan:`` then ``await scan.receive()`` until it returns
-    ``None`` (the queue has nothing more to give). Messages sent to the queue after the scan
-    began are held but never returned, so a replay cannot chase its own failures. Whatever is
-    still held on exit is made visible again at once.
-    """
-
-    def __init__(self, sqs: Any, queue_url: str, *, visibility_timeout: int = 60,
-                 wait_seconds: int = 1, empty_receives_to_stop: int = 2,
-                 max_held: int = DEFAULT_MAX_HELD) -> None:
-        self._sqs = sqs
-        self._url = queue_url
-        self._visibility = visibility_timeout
-        self._wait = wait_seconds
-        self._empty_to_stop = empty_receives_to_stop
-        self._held = _Held()
-        self._max_held = max_held
-        self._heartbeat = VisibilityHeartbeat(sqs, queue_url, self._held, visibility_timeout)  # type: ignore[arg-type]
-        self._heartbeat_task: asyncio.Task[None] | None = None
-        self._handles: dict[str, InFlightMessage] = {}  # message id → its newest handle
-        self._empty = 0
-        self.started_ms = int(time.time() * 1000)
-        self.seen = 0
-        self.newer = 0  # arrived after the scan began: held, never returned
-        self.truncated = False  # stopped because max_held messages were held
-
-    async def __aenter__(self) -> DlqScanner:
-        self.started_ms = int(time.time() * 1000)
-        self._heartbeat_task = asyncio.create_task(self._heartbeat.run(), name="dlq-heartbeat")
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._heartbeat_task
-        released = await asyncio.shield(self._heartbeat.release_all())
-        if released:
-            log.info("released held messages", extra={"count": released})
-
-    @property
-    def held(self) -> int:
-        return len(self._held)
-
-    async def receive(self) -> list[DlqMessage] | None:
-        """The next messages not seen before (possibly none), or None when the queue has
-        nothing more to give (``empty_receives_to_stop`` empty receives in a row)."""
-        while self._empty < self._empty_to_stop:
-            if len(self._held) >= self._max_held:
-                self.truncated = True
-                return None
-            try:
-                response = await self._sqs.receive_message(
-                    QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=self._wait,
-                    VisibilityTimeout=self._visibility, AttributeNames=_SYSTEM_ATTRIBUTES,
-                    MessageSystemAttributeNames=_SYSTEM_ATTRIBUTES, MessageAttributeNames=["All"],
-                )
-            except Exception as exc:
-                raise map_aws_error(exc, "ReceiveMessage") from exc
-            raws = response.get("Messages", [])
-            self._empty = 0 if raws else self._empty + 1
-            if raws:
-                return [m for m in (self._hold(raw) for raw in raws) if m is not None]
-        return None
-
-    def _hold(self, raw: dict[str, Any]) -> DlqMessage | None:
-        message_id = raw["MessageId"]
-        now = time.monotonic()
-        # The heartbeat needs only the handle and timings; the body is not kept twice.
-        handle = InFlightMessage(message_id=message_id, receipt_handle=raw["ReceiptHandle"],
-                                 body="", attributes={}, message_attributes={},
-                                 received_at=now, visible_until=now + self._visibility)
-        previous = self._handles.get(message_id)
-        if previous is not None:
-            # Received again (a hold lapsed, or a delete failed): only the newest handle works.
-            self._held.drop(previous)
-        self._held.hold(handle)
-        self._handles[message_id] = handle
-        sent = (raw.get("Attributes") or {}).get("SentTimestamp")
-        if sent and int(sent) > self.started_ms:
-            self.newer += previous is None
-            return None
-        self.seen += previous is None
-        return DlqMessage.from_sqs(raw)
-
-    def handle_of(self, message: DlqMessage) -> str:
-        handle = self._handles.get(message.message_id)
-        return handle.receipt_handle if handle is not None else message.receipt_handle
-
-    async def delete(self, messages: list[DlqMessage]) -> list[bool]:
-        """Delete from the queue (and stop holding first, so the heartbeat leaves them be)."""
-        handles = [self.handle_of(m) for m in messages]
-        for message in messages:
-            handle = self._handles.get(message.message_id)
-            if handle is not None:
-                self._held.drop(handle)
-        results: list[bool] = []
-        for start in range(0, len(handles), 10):
-            results += await delete_batch(self._sqs, self._url, handles[start:start + 10])
-        return results
-
-
-async def queue_depth(sqs: Any, queue_url: str) -> dict[str, int]:
-    """Visible, in-flight and delayed message counts (approximate, as SQS reports them)."""
-    try:
-        response = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=[
-            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed"])
-    except Exception as exc:
-        raise map_aws_error(exc, "GetQueueAttributes") from exc
-    attributes = response.get("Attributes", {})
-    return {
-        "visible": int(attributes.get("ApproximateNumberOfMessages", 0)),
-        "inFlight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
-        "delayed": int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
-    }

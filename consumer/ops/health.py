@@ -31,9 +31,9 @@ from consumer.aws import AwsClients, map_aws_error
 from consumer.config import Settings
 from consumer.convex_client import ConvexClient
 from consumer.errors import ConvexFunctionError, StorageError, SyncError
-from consumer.ops.dlq import queue_depth
 from consumer.ops.output import JsonOption, console, print_json, wants_json
 from consumer.ops.reconcile import S3Object, judge, s3_pages
+from consumer.ops.sqs_batch import queue_depth
 
 Status = Literal["ok", "warn", "fail", "skipped"]
 
