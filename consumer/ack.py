@@ -30,13 +30,14 @@ _GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "InvalidParameterValue", "Mes
 
 
 class Acknowledger:
-    def __init__(self, sqs: Any, queue_url: str, dlq_url: str, in_flight: InFlight) -> None:
+    def __init__(self, sqs: Any, queue_url: str, dlq_url: str, in_flight: InFlight, *,
+                 delete_wait: float = 0.1) -> None:
         self._sqs = sqs
         self._queue_url = queue_url
         self._dlq_url = dlq_url
         self._in_flight = in_flight
         self.deletes: MicroBatcher[InFlightMessage, bool] = MicroBatcher(
-            self._delete_batch, max_size=10, max_wait=0.005, max_concurrent=8
+            self._delete_batch, max_size=10, max_wait=delete_wait, max_concurrent=8
         )
 
     async def delete(self, message: InFlightMessage, *, outcome: str = "deleted") -> None:

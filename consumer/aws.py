@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import (
@@ -25,6 +26,7 @@ from botocore.exceptions import (
 
 from consumer.config import Settings
 from consumer.errors import StorageError, StorageUnavailable, SyncError
+from handlers.signed_head import SignedHead
 
 _RETRYABLE_CODES = frozenset(
     {
@@ -42,6 +44,7 @@ _NETWORK_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutErro
 class AwsClients:
     s3: Any
     sqs: Any
+    signed_head: SignedHead | None = None  # the cheap HeadObject path (consumer_signed_head)
 
 
 @contextlib.asynccontextmanager
@@ -62,8 +65,18 @@ async def open_clients(settings: Settings, *, max_pool_connections: int = 64) ->
     async with (
         session.create_client("s3", **where, config=s3_config) as s3,
         session.create_client("sqs", **where, config=AioConfig(**common)) as sqs,
+        contextlib.AsyncExitStack() as stack,
     ):
-        yield AwsClients(s3=s3, sqs=sqs)
+        signed_head = None
+        credentials = await session.get_credentials() if settings.consumer_signed_head else None
+        if credentials is not None:
+            http = await stack.enter_async_context(aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=max_pool_connections),
+                timeout=aiohttp.ClientTimeout(total=30, connect=5),
+                auto_decompress=False,
+            ))
+            signed_head = SignedHead(s3, credentials, http)
+        yield AwsClients(s3=s3, sqs=sqs, signed_head=signed_head)
 
 
 def error_code(exc: ClientError) -> str:

@@ -89,7 +89,8 @@ class Daemon:
                      visibility: int) -> int:
         s = self.settings
         in_flight = InFlight(s.consumer_max_in_flight)
-        acknowledger = Acknowledger(aws.sqs, queue_url, dlq_url, in_flight)
+        acknowledger = Acknowledger(aws.sqs, queue_url, dlq_url, in_flight,
+                                    delete_wait=s.consumer_delete_wait_ms / 1000)
         changes = MicroBatcher(
             ConvexApplier(convex).apply,
             max_size=s.consumer_flush_events,
@@ -98,8 +99,8 @@ class Daemon:
         )
         pipeline = Pipeline(
             decoder=Decoder([s.s3_bucket]),
-            dispatcher=Dispatcher(registry, HandlerContext(S3ObjectStore(aws.s3), url_source(s, aws),
-                                                           layout=s.key_layout),
+            dispatcher=Dispatcher(registry, HandlerContext(S3ObjectStore(aws.s3, aws.signed_head),
+                                                           url_source(s, aws), layout=s.key_layout),
                                   concurrency=s.consumer_head_concurrency),
             changes=changes,
             acknowledger=acknowledger,

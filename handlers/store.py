@@ -1,4 +1,9 @@
-"""What S3 holds now for a key: HeadObject behind a small protocol."""
+"""What S3 holds now for a key: HeadObject behind a small protocol.
+
+:class:`S3ObjectStore` asks :class:`~handlers.signed_head.SignedHead` first when it has one (the
+cheap path for the common answers, 200 and 404) and the full aiobotocore client for everything
+else, so retries, redirects and error mapping stay botocore's.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from consumer.aws import error_code, http_status, map_aws_error
 from handlers.asset import Checksums, Encryption
+from handlers.signed_head import GONE, SignedHead
 
 _CHECKSUM_FIELDS = {
     "ChecksumSHA256": "sha256",
@@ -38,12 +44,23 @@ class ObjectStore(Protocol):
 
 
 class S3ObjectStore:
-    def __init__(self, s3_client: Any) -> None:
+    def __init__(self, s3_client: Any, signed: SignedHead | None = None) -> None:
         self._s3 = s3_client
+        self._signed = signed
 
     async def head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectHead | None:
+        version_id = version_id if version_id != "null" else None
+        if self._signed is not None:
+            answer = await self._signed.head(bucket, key, version_id)
+            if answer == GONE:
+                return None
+            if isinstance(answer, dict):
+                return _to_head(answer)
+        return await self._head(bucket, key, version_id)
+
+    async def _head(self, bucket: str, key: str, version_id: str | None) -> ObjectHead | None:
         params: dict[str, Any] = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
-        if version_id and version_id != "null":
+        if version_id:
             params["VersionId"] = version_id
         try:
             response = await self._s3.head_object(**params)
@@ -55,7 +72,7 @@ class S3ObjectStore:
             if http_status(exc) == 400 and "VersionId" in params:
                 # A version id this bucket does not know (e.g. versioning suspended since):
                 # ask for the current object; the caller compares ETags.
-                return await self.head(bucket, key)
+                return await self._head(bucket, key, None)
             raise map_aws_error(exc, "HeadObject") from exc
         except Exception as exc:
             raise map_aws_error(exc, "HeadObject") from exc

@@ -1,0 +1,165 @@
+"""HeadObject: the signed aiohttp path answers exactly as aiobotocore does, or hands over.
+
+Runs on both tiers (moto and LocalStack): every object is read through the full aiobotocore
+client and through :class:`SignedHead`, and the two :class:`ObjectHead` must be equal. The
+hand-over cases use real loopback servers: a port nobody listens on, and a small aiohttp app
+answering the statuses S3 uses for "not for this request" (redirect, 400 with the bucket's
+region, 403, 500, 503).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import socket
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiobotocore.credentials import AioCredentials
+from aiobotocore.session import get_session
+from aiohttp import web
+
+from consumer.aws import open_clients
+from handlers.signed_head import GONE, SignedHead
+from handlers.store import S3ObjectStore
+from tests.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+AWKWARD_KEYS = [
+    "plain.txt",
+    "with space/and+plus.mp4",
+    "unicodé/ścena 1/ü.json",
+    "deep/a/b/c/d/e/f.txt",
+    "literal%20percent.txt",
+    "tilde~and'quote(1).py",
+    "a/../dots/./x",
+    "a//double",
+]
+
+
+async def test_signed_head_answers_every_key_exactly_as_aiobotocore(stack: Stack) -> None:
+    for key in AWKWARD_KEYS:
+        stack.put(key, key.encode(), ContentType="video/mp4", Metadata={"scene": "3", "Owner": "ada"})
+    async with open_clients(stack.settings()) as aws:
+        assert aws.signed_head is not None  # on by default
+        slow, fast = S3ObjectStore(aws.s3), S3ObjectStore(aws.s3, aws.signed_head)
+        for key in AWKWARD_KEYS:
+            answer = await aws.signed_head.head(stack.bucket, key)
+            assert isinstance(answer, dict), f"{key!r} was handed over: {answer!r}"
+            expected = await slow.head(stack.bucket, key)
+            assert expected is not None and expected.size == len(key.encode())
+            assert await fast.head(stack.bucket, key) == expected, key
+        assert await aws.signed_head.head(stack.bucket, "never/uploaded") == GONE
+        assert await fast.head(stack.bucket, "never/uploaded") is None
+
+
+async def test_signed_head_reads_checksums_encryption_storage_class_and_versions(stack: Stack) -> None:
+    body = b"scene video bytes"
+    stack.s3.put_bucket_versioning(Bucket=stack.bucket, VersioningConfiguration={"Status": "Enabled"})
+    first = stack.put("v/clip.mp4", b"first version")
+    stack.put("v/clip.mp4", body, ChecksumAlgorithm="SHA256", ServerSideEncryption="AES256",
+              StorageClass="STANDARD_IA")
+    async with open_clients(stack.settings()) as aws:
+        slow, fast = S3ObjectStore(aws.s3), S3ObjectStore(aws.s3, aws.signed_head)
+        latest = await fast.head(stack.bucket, "v/clip.mp4")
+        assert latest == await slow.head(stack.bucket, "v/clip.mp4")
+        assert latest is not None
+        assert latest.checksums is not None
+        assert latest.checksums.sha256 == base64.b64encode(hashlib.sha256(body).digest()).decode()
+        assert latest.encryption is not None and latest.encryption.sse == "AES256"
+        assert latest.storage_class == "STANDARD_IA"
+
+        older = await fast.head(stack.bucket, "v/clip.mp4", first["VersionId"])
+        assert older == await slow.head(stack.bucket, "v/clip.mp4", first["VersionId"])
+        assert older is not None and older.size == len(b"first version")
+        assert older.version_id == first["VersionId"] != latest.version_id
+
+
+async def test_without_credentials_or_when_switched_off_everything_goes_through_the_client(
+    stack: Stack,
+) -> None:
+    stack.put("k.txt", b"abc")
+    async with open_clients(stack.settings(consumer_signed_head=False)) as aws:
+        assert aws.signed_head is None
+        head = await S3ObjectStore(aws.s3, aws.signed_head).head(stack.bucket, "k.txt")
+        assert head is not None and head.size == 3
+
+
+async def test_a_network_error_hands_over_to_the_client(stack: Stack) -> None:
+    stack.put("k.txt", b"abc")
+    dead = f"http://127.0.0.1:{_unused_port()}"
+    async with (
+        open_clients(stack.settings()) as aws,
+        get_session().create_client("s3", endpoint_url=dead, region_name="us-east-1") as nowhere,
+        aiohttp.ClientSession() as http,
+    ):
+        signed = SignedHead(nowhere, AioCredentials("test", "test"), http)
+        assert await signed.head(stack.bucket, "k.txt") is None
+        head = await S3ObjectStore(aws.s3, signed).head(stack.bucket, "k.txt")
+        assert head is not None and head.size == 3
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "declines_bucket"),
+    [
+        (301, {"x-amz-bucket-region": "eu-west-1"}, True),
+        (307, {"Location": "http://elsewhere/"}, True),
+        (400, {"x-amz-bucket-region": "eu-west-1"}, True),
+        (400, {}, False),
+        (400, {"x-amz-bucket-region": "us-east-1"}, False),  # ours: e.g. a malformed version id
+        (403, {}, False),
+        (500, {}, False),
+        (503, {"Retry-After": "1"}, False),
+    ],
+)
+async def test_any_other_status_is_left_to_the_client(
+    status: int, headers: dict[str, str], declines_bucket: bool,
+) -> None:
+    async with (
+        _answering(status, headers) as (endpoint, hits),
+        get_session().create_client("s3", endpoint_url=endpoint, region_name="us-east-1") as s3,
+        aiohttp.ClientSession() as http,
+    ):
+        signed = SignedHead(s3, AioCredentials("AKIDEXAMPLE", "secret"), http)
+        assert await signed.head("bucket", "a b/c.mp4") is None
+        assert await signed.head("bucket", "a b/c.mp4") is None
+    # The request was signed, addressed as the client addresses it, and asked for checksums.
+    first = hits[0]
+    assert first["path"] == "/bucket/a%20b/c.mp4"
+    assert first["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert first["checksum_mode"] == "ENABLED"
+    # A bucket S3 says lives elsewhere is left to the client from then on (it follows redirects).
+    assert len(hits) == (1 if declines_bucket else 2)
+
+
+@contextlib.asynccontextmanager
+async def _answering(status: int, headers: dict[str, str]) -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
+    hits: list[dict[str, str]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        hits.append({
+            "path": request.raw_path,
+            "authorization": request.headers.get("Authorization", ""),
+            "checksum_mode": request.headers.get("x-amz-checksum-mode", ""),
+        })
+        return web.Response(status=status, headers=headers)
+
+    app = web.Application()
+    app.router.add_route("HEAD", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}", hits
+    finally:
+        await runner.cleanup()
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
