@@ -25,21 +25,28 @@ app = typer.Typer(
 )
 
 # Command groups live beside the code they drive. Each module named here exposes
-# ``register(app)``, which adds its commands or sub-app; a module not written yet is skipped.
-COMMAND_MODULES = (
-    "infra.cli",  # s3convex infra up|status|down
-    "consumer.ops.assets",  # s3convex assets show|list
-    "consumer.ops.replay",  # s3convex replay list|show|replay|export|import
-    "consumer.ops.reconcile",  # s3convex reconcile
-    "consumer.ops.health",  # s3convex health
-    "consumer.ops.url",  # s3convex url
-)
-for _module in COMMAND_MODULES:
-    try:
-        importlib.import_module(_module).register(app)
-    except ModuleNotFoundError as _exc:
-        if _exc.name not in {_module, _module.rsplit(".", 1)[0]}:
-            raise
+# ``register(app)``, which adds its commands or sub-app. Only the group a command line names is
+# imported (``s3convex run`` imports none of them); ``--help`` and anything unknown import all.
+COMMAND_MODULES = {
+    "infra": "infra.cli",  # s3convex infra up|status|down
+    "assets": "consumer.ops.assets",  # s3convex assets show|list
+    "replay": "consumer.ops.replay",  # s3convex replay list|show|replay|export|import
+    "reconcile": "consumer.ops.reconcile",  # s3convex reconcile
+    "health": "consumer.ops.health",  # s3convex health
+    "url": "consumer.ops.url",  # s3convex url
+}
+_OWN_COMMANDS = frozenset({"run", "config"})
+
+
+def register_commands(argv: list[str]) -> None:
+    """Add the command groups ``argv`` (the arguments after the program name) can reach."""
+    first = argv[0] if argv else None
+    if first in _OWN_COMMANDS:
+        return
+    for name, module in COMMAND_MODULES.items():
+        if first in COMMAND_MODULES and first != name:
+            continue
+        importlib.import_module(module).register(app)
 
 
 @app.command()
@@ -68,9 +75,11 @@ def show_config() -> None:
         typer.echo(f"{name.upper()}={value if value is not None else ''}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        exit_code = app(standalone_mode=False)
+        register_commands(argv)
+        exit_code = app(args=argv, standalone_mode=False)
     except ConfigError as exc:
         print(f"s3convex: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
