@@ -1,6 +1,7 @@
 """The two baselines our daemon is measured against, each run as its own process.
 
     python bench/_contenders.py floor   # receive 10 → HEAD each concurrently → delete batch
+    python bench/_contenders.py floor-botocore   # the same, every HEAD through aiobotocore
     python bench/_contenders.py naive   # receive 1 → decode → HEAD → 1-event mutation → delete 1
 
 Both read the consumer's settings from the environment (``AWS_ENDPOINT_URL``, ``S3_BUCKET``,
@@ -10,7 +11,10 @@ differs is only the shape of the loop. They exit once a receive comes back empty
 nothing visible, in flight or delayed — the daemon's own drain rule.
 
 The **floor** does only the calls no consumer can avoid — no decoding beyond finding the key,
-no Convex — with ``BENCH_FLOOR_POLLERS`` loops (8) side by side. The **naive** consumer does
+no Convex — with ``BENCH_FLOOR_POLLERS`` loops (8) side by side. Its HeadObject goes the way
+the daemon's does (signed on aiohttp, ``CONSUMER_SIGNED_HEAD``), so the ratio compares the
+work around the calls, not two HTTP stacks; ``floor-botocore`` sends every HEAD through
+aiobotocore, the floor as the stock client would make it. The **naive** consumer does
 exactly our daemon's per-event work (the project's decoder, the ObjectCreated handler with its
 HeadObject and presigned URL, the same ``assets:applyEvents`` mutation), one event at a time.
 """
@@ -47,11 +51,18 @@ async def queue_is_empty(sqs: Any, queue_url: str) -> bool:
 # --- floor ---------------------------------------------------------------------------------
 
 
-async def floor(settings: Settings, pollers: int) -> int:
+async def floor(settings: Settings, pollers: int, *, signed: bool) -> int:
     done = 0
     async with open_clients(settings, max_pool_connections=11 * pollers + 4) as aws:
         queue_url = (await aws.sqs.get_queue_url(QueueName=settings.sqs_queue_name))["QueueUrl"]
         stop = asyncio.Event()
+
+        async def head(bucket: str, key: str) -> Any:
+            if signed and aws.signed_head is not None:
+                answer = await aws.signed_head.head(bucket, key)
+                if isinstance(answer, dict):
+                    return answer
+            return await aws.s3.head_object(Bucket=bucket, Key=key)
 
         async def poll() -> None:
             nonlocal done
@@ -68,7 +79,7 @@ async def floor(settings: Settings, pollers: int) -> int:
                     for message in messages
                     for record in json.loads(message["Body"]).get("Records", [])
                 ]
-                await asyncio.gather(*(aws.s3.head_object(Bucket=b, Key=k) for b, k in objects))
+                await asyncio.gather(*(head(b, k) for b, k in objects))
                 await aws.sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
                 done += len(objects)
@@ -89,7 +100,7 @@ async def naive(settings: Settings) -> int:
                      timeout=settings.convex_timeout) as convex,
     ):
         queue_url = (await aws.sqs.get_queue_url(QueueName=settings.sqs_queue_name))["QueueUrl"]
-        context = HandlerContext(S3ObjectStore(aws.s3), url_source(settings, aws))
+        context = HandlerContext(S3ObjectStore(aws.s3, aws.signed_head), url_source(settings, aws))
         while True:
             messages = (await aws.sqs.receive_message(
                 QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=WAIT_SECONDS,
@@ -109,12 +120,13 @@ async def naive(settings: Settings) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in ("floor", "naive"):
-        print("usage: _contenders.py floor|naive", file=sys.stderr)
+    if len(argv) != 1 or argv[0] not in ("floor", "floor-botocore", "naive"):
+        print("usage: _contenders.py floor|floor-botocore|naive", file=sys.stderr)
         return 2
     settings = load_settings()
-    if argv[0] == "floor":
-        done = asyncio.run(floor(settings, int(os.environ.get("BENCH_FLOOR_POLLERS", "8"))))
+    if argv[0] != "naive":
+        done = asyncio.run(floor(settings, int(os.environ.get("BENCH_FLOOR_POLLERS", "8")),
+                                 signed=argv[0] == "floor"))
     else:
         done = asyncio.run(naive(settings))
     print(json.dumps({"events": done}), flush=True)

@@ -135,6 +135,26 @@ def send_paced(stack: Stack, events: Sequence[Captured], rate: float,
     return sent, late
 
 
+def upload_paced(stack: Stack, keys: Sequence[str], rate: float, threads: int = 8) -> int:
+    """PutObject each key on a fixed schedule (``rate`` per second); → how many uploads
+    started >50 ms behind schedule."""
+    payload = secrets.token_bytes(512)
+
+    def put(key: str) -> None:
+        stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=payload,
+                            ContentType="application/octet-stream")
+
+    late = 0
+    with ThreadPoolExecutor(threads) as pool:
+        futures = []
+        for key, due in zip(keys, paced(rate, len(keys)), strict=True):
+            late += time.monotonic() - due > 0.05
+            futures.append(pool.submit(put, key))
+        for future in futures:
+            future.result()
+    return late
+
+
 def empty_queue(stack: Stack) -> None:
     if stack.depth():
         take_all(stack)

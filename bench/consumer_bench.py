@@ -13,8 +13,9 @@ What it does, all on 127.0.0.1 (see bench/README.md):
    front of LocalStack and ``latencyMs: 20`` on the Convex server), for each contender — the
    floor, ``s3convex run --drain``, the naive consumer — resets Convex, re-sends the *same*
    captured bodies (SendMessageBatch) and lets the contender drain them;
-4. per profile, a steady run: ``s3convex run`` while the captured notifications arrive at
-   100/s (SendMessage on a fixed schedule);
+4. per profile, two steady runs of ``s3convex run``: captured notifications sent at 100/s
+   (lag = SendMessage → Convex commit), and objects uploaded at 50/s, what LocalStack can
+   serve beside a consumer on two cores (lag = S3 ``eventTime`` → Convex commit);
 5. our daemon draining 10,000 queued copies, for its peak RSS;
 6. prints the table and the targets, PASS/FAIL.
 
@@ -51,6 +52,7 @@ from _runs import (
     send_paced,
     take_all,
     upload,
+    upload_paced,
     wait_for_depth,
 )
 from _stack import Stack
@@ -65,8 +67,8 @@ TARGET_STEADY_P99_S = 1.0
 
 @dataclass
 class Result:
-    run: str  # "drain", "rss", "steady"
-    contender: str  # "floor", "ours", "naive"
+    run: str  # "drain", "rss", "steady-captured", "steady-live"
+    contender: str  # "floor", "floor-botocore", "ours", "naive"
     profile: str
     round: int
     events: int
@@ -154,7 +156,7 @@ class Bench:
             peak_rss_mb=finished.peak_rss_mb, cpu_s=finished.cpu_s, cpu_used=cpu_used,
             errors=count_problems(finished.lines),
         )
-        if contender != "floor":
+        if not contender.startswith("floor"):
             records = stack.records()
             result.committed = len(records)
             lags = [(r["updatedAt"] - sent[r["key"]]) / 1000 for r in records if r["key"] in sent]
@@ -169,29 +171,38 @@ class Bench:
         return result
 
     # --- steady rate --------------------------------------------------------------------------
-    def steady(self, profile: str, endpoint: str, events: list[Captured]) -> Result:
-        """``s3convex run`` while notifications arrive at a steady rate; their lag.
+    def steady(self, profile: str, endpoint: str, events: list[Captured], source: str,
+               rate: float) -> Result:
+        """``s3convex run`` while objects are uploaded at a steady rate; their lag.
 
-        The notifications are the captured ones (real events of real objects), each sent with
-        its own SendMessage on a fixed schedule, as S3 would. Not live uploads: LocalStack's
-        own S3 → SQS delivery cannot keep 100 events/s on these machines (see README), and
-        that hop is the emulator's, not the consumer's. Lag = SendMessage → Convex commit.
+        ``captured``: the captured notifications re-sent with SendMessage on a fixed schedule,
+        one message per event as S3 sends them; lag = SendMessage → the Convex commit
+        (``updatedAt``), the consumer's part of the path.
+        ``live``: real PutObjects on a fixed schedule, straight to LocalStack (the upload is not
+        the consumer's round trip); lag = the notification's ``eventTime`` → the commit, the
+        whole path, S3's own delivery included. LocalStack cannot serve that at 100/s on two
+        cores (see README), hence its own, lower rate.
         """
         stack, args = self.stack, self.args
         empty_queue(stack)
         stack.reset_convex()
-        batch = events[: int(args.steady_rate * args.steady_seconds)]
+        count = int(rate * args.steady_seconds)
         env = stack.consumer_env(endpoint, **self.tuning)
-        process = Contender(DAEMON, env, self.workdir, self.workdir / f"steady-{profile}.log")
+        process = Contender(DAEMON, env, self.workdir, self.workdir / f"steady-{source}-{profile}.log")
         meter = CpuMeter(self.cpu_roots)
         meter.start()
         process.start()
         try:
             time.sleep(3)  # the daemon is up and long-polling before the first event
-            log(f"{profile}/steady: sending {len(batch):,} notifications at {args.steady_rate:g}/s")
-            sent, late = send_paced(stack, batch, args.steady_rate)
+            log(f"{profile}/steady: {source}, {count:,} events at {rate:g}/s")
+            if source == "live":
+                keys = [f"steady/{profile}/{i % 16:02d}/asset {i:06d}.bin" for i in range(count)]
+                late = upload_paced(stack, keys, rate)
+                sent: dict[str, int] | None = None
+            else:
+                sent, late = send_paced(stack, events[:count], rate)
             deadline = time.monotonic() + 60
-            while (done := len(stack.records())) < len(batch) and time.monotonic() < deadline:
+            while (done := len(stack.records())) < count and time.monotonic() < deadline:
                 time.sleep(0.5)
             process.stop()
             finished = process.wait(60)
@@ -199,20 +210,23 @@ class Bench:
             process.kill()
         cpu_used = meter.stop(finished.cpu_s)
         records = stack.records()
-        lags = [(r["updatedAt"] - sent[r["key"]]) / 1000 for r in records if r["key"] in sent]
+        if sent is None:
+            lags = [(r["updatedAt"] - r["eventTime"]) / 1000 for r in records]
+        else:
+            lags = [(r["updatedAt"] - sent[r["key"]]) / 1000 for r in records if r["key"] in sent]
         result = Result(
-            run="steady", contender="ours", profile=profile, round=1, events=len(batch),
+            run=f"steady-{source}", contender="ours", profile=profile, round=1, events=count,
             committed=len(records), max_lag_s=max(lags, default=None),
             drain_s=None, exit_s=finished.exit_s, exit_code=finished.exit_code,
             peak_rss_mb=finished.peak_rss_mb, cpu_s=finished.cpu_s, cpu_used=cpu_used,
             lag_p50_s=percentile(lags, 50), lag_p99_s=percentile(lags, 99),
             errors=count_problems(finished.lines),
-            note=(f"{args.steady_rate:g}/s for {len(batch) / args.steady_rate:g} s, max lag "
-                  + fmt(max(lags, default=None), ".2f", " s")
+            note=(f"{rate:g}/s for {count / rate:g} s, "
+                  "max lag " + fmt(max(lags, default=None), ".2f", " s")
                   + (f"; {late} sends >50 ms behind schedule" if late else "")
-                  + ("" if done >= len(batch) else f"; only {done} committed")),
+                  + ("" if done >= count else f"; only {done} committed")),
         )
-        log(f"{profile}/steady: {describe(result)}")
+        log(f"{profile}/steady-{source}: {describe(result)}")
         self.results.append(result)
         return result
 
@@ -260,7 +274,7 @@ def report(results: list[Result], args: argparse.Namespace, preload: dict[str, A
         "alternate; the naive consumer runs once)",
         "",
     ]
-    header = (f"{'run':<7}{'profile':<9}{'contender':<10}{'#':>2}{'events':>7}{'drain s':>8}"
+    header = (f"{'run':<16}{'profile':<9}{'contender':<15}{'#':>2}{'events':>7}{'drain s':>8}"
               f"{'exit s':>7}{'events/s':>9}{'×floor':>7}{'×naive':>7}{'lag p50':>8}{'lag p99':>8}"
               f"{'RSS MB':>7}{'CPU s':>6}{'ms/ev':>6} │{'LS':>5}{'Cvx':>5}{'prx':>5}{'other':>6}  note")
     lines += [header, "-" * len(header)]
@@ -271,7 +285,7 @@ def report(results: list[Result], args: argparse.Namespace, preload: dict[str, A
         if r.errors:
             note = f"{r.errors} warning lines in its log; {note}".rstrip("; ")
         lines.append(
-            f"{r.run:<7}{r.profile:<9}{r.contender:<10}{r.round:>2}{r.events:>7,}"
+            f"{r.run:<16}{r.profile:<9}{r.contender:<15}{r.round:>2}{r.events:>7,}"
             f"{fmt(r.drain_s, '.1f'):>8}{r.exit_s:>7.1f}{fmt(r.rate, ',.0f'):>9}"
             f"{fmt(vs(r, 'floor') if r.run == 'drain' else None, '.2f'):>7}"
             f"{fmt(vs(r, 'naive') if r.run == 'drain' else None, '.1f'):>7}"
@@ -287,7 +301,9 @@ def report(results: list[Result], args: argparse.Namespace, preload: dict[str, A
         "contender process's own peak (VmHWM, sampled every 0.1 s), CPU its user+system "
         "time. ×floor and ×naive compare with the same round's run. Lag: drain runs — "
         "Convex commit (updatedAt) − when the copy was enqueued, i.e. mostly time waiting in "
-        "the backlog; steady runs — SendMessage → Convex commit, at a steady rate. "
+        "the backlog; steady-captured — SendMessage → Convex commit, notifications sent at a "
+        "steady rate; steady-live — S3 eventTime → Convex commit, objects uploaded at a steady "
+        "rate. "
         "Right of │: CPU seconds the same run cost LocalStack, the local Convex server and the "
         "latency proxy, and what the rest of the machine was busy with meanwhile (other "
         "processes than this benchmark's).",
@@ -314,14 +330,19 @@ def report(results: list[Result], args: argparse.Namespace, preload: dict[str, A
     target(f"peak RSS ≤ {TARGET_RSS_MB:.0f} MB with {args.rss_events:,} queued",
            None if rss is None else rss.peak_rss_mb <= TARGET_RSS_MB,
            "not measured" if rss is None else f"{rss.peak_rss_mb:.0f} MB")
+    steady_runs = (("captured", args.steady_rate, "SendMessage → commit"),
+                   ("live", args.steady_live_rate, "S3 eventTime → commit"))
     for profile in args.profiles:
-        steady = next((r for r in results if (r.run, r.profile) == ("steady", profile)), None)
-        ok = None if steady is None else (
-            steady.lag_p99_s is not None and steady.committed == steady.events
-            and steady.lag_p99_s < TARGET_STEADY_P99_S)
-        target(f"{profile}: p99 lag < 1 s at a steady {args.steady_rate:g}/s", ok,
-               "not measured" if steady is None else
-               f"p99 {fmt(steady.lag_p99_s, '.2f', ' s')}, {steady.committed:,}/{steady.events:,} committed")
+        for source, rate, path in steady_runs:
+            steady = next((r for r in results if (r.run, r.profile) == (f"steady-{source}", profile)), None)
+            if steady is None and rate <= 0:
+                continue
+            ok = None if steady is None else (
+                steady.lag_p99_s is not None and steady.committed == steady.events
+                and steady.lag_p99_s < TARGET_STEADY_P99_S)
+            target(f"{profile}: p99 < 1 s at {rate:g}/s, {path}", ok,
+                   "not measured" if steady is None else
+                   f"p99 {fmt(steady.lag_p99_s, '.2f', ' s')}, {steady.committed:,}/{steady.events:,} committed")
     return lines
 
 
@@ -335,11 +356,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profiles", default="loopback,wan", help="loopback,wan (both)")
     parser.add_argument("--quick", action="store_true",
                         help="small smoke run: 300 events, 1,000 for RSS, 3 s steady")
-    parser.add_argument("--contenders", default="floor,ours,naive", help="floor,ours,naive")
+    parser.add_argument("--contenders", default="floor,floor-botocore,ours,naive",
+                        help="floor,floor-botocore,ours,naive")
     parser.add_argument("--rss-events", type=int, default=10_000,
                         help="messages queued for the peak-RSS run (10000; 0 skips it)")
     parser.add_argument("--steady-rate", type=float, default=100.0, help="events/s (100)")
     parser.add_argument("--steady-seconds", type=float, default=30.0, help="(30; 0 skips it)")
+    parser.add_argument("--steady-live-rate", type=float, default=50.0,
+                        help="uploads/s of the live steady run, lag from S3 eventTime (50; 0 skips it)")
     parser.add_argument("--floor-pollers", type=int, default=8, help="the floor's loops (8)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a daemon setting for every run of ours, e.g. CONSUMER_POLLERS=8")
@@ -359,7 +383,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if name not in ("loopback", "wan"):
             parser.error(f"unknown profile {name!r}")
     for name in args.contenders:
-        if name not in ("floor", "ours", "naive"):
+        if name not in ("floor", "floor-botocore", "ours", "naive"):
             parser.error(f"unknown contender {name!r}")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -409,13 +433,15 @@ def main(argv: list[str] | None = None) -> int:
                     stack.convex_latency(CONVEX_WAN_LATENCY_MS)
                     wan.callback(stack.convex_latency, 0)
                 for round_ in range(1, args.repeat + 1):
-                    for contender in ("floor", "ours"):
+                    for contender in ("floor", "floor-botocore", "ours"):
                         if contender in args.contenders:
                             bench.drain(contender, profile, aws, events, round_=round_)
                 if "naive" in args.contenders:
                     bench.drain("naive", profile, aws, events)
                 if args.steady_seconds > 0 and "ours" in args.contenders:
-                    bench.steady(profile, aws, events)
+                    bench.steady(profile, aws, events, "captured", args.steady_rate)
+                    if args.steady_live_rate > 0:
+                        bench.steady(profile, aws, events, "live", args.steady_live_rate)
         if args.rss_events > 0 and "ours" in args.contenders:
             copies = [events[i % len(events)] for i in range(args.rss_events)]
             bench.drain("ours", "loopback", endpoint, copies, run="rss")
