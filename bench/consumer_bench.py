@@ -13,9 +13,9 @@ What it does, all on 127.0.0.1 (see bench/README.md):
    front of LocalStack and ``latencyMs: 20`` on the Convex server), for each contender — the
    floor, ``s3convex run --drain``, the naive consumer — resets Convex, re-sends the *same*
    captured bodies (SendMessageBatch) and lets the contender drain them;
-4. per profile, two steady runs of ``s3convex run``: captured notifications sent at 100/s
-   (lag = SendMessage → Convex commit), and objects uploaded at 50/s, what LocalStack can
-   serve beside a consumer on two cores (lag = S3 ``eventTime`` → Convex commit);
+4. per profile, two steady runs of ``s3convex run`` at 100 events/s: objects uploaded live
+   (lag = S3 ``eventTime`` → Convex commit, the whole path) and the captured notifications
+   re-sent (lag = SendMessage → Convex commit, the consumer's part alone);
 5. our daemon draining 10,000 queued copies, for its peak RSS;
 6. prints the table and the targets, PASS/FAIL.
 
@@ -180,13 +180,14 @@ class Bench:
         (``updatedAt``), the consumer's part of the path.
         ``live``: real PutObjects on a fixed schedule, straight to LocalStack (the upload is not
         the consumer's round trip); lag = the notification's ``eventTime`` → the commit, the
-        whole path, S3's own delivery included. LocalStack cannot serve that at 100/s on two
-        cores (see README), hence its own, lower rate.
+        whole path, S3's own delivery included.
         """
         stack, args = self.stack, self.args
         empty_queue(stack)
         stack.reset_convex()
         count = int(rate * args.steady_seconds)
+        if source == "captured":
+            count = min(count, len(events))
         env = stack.consumer_env(endpoint, **self.tuning)
         process = Contender(DAEMON, env, self.workdir, self.workdir / f"steady-{source}-{profile}.log")
         meter = CpuMeter(self.cpu_roots)
@@ -313,7 +314,7 @@ def report(results: list[Result], args: argparse.Namespace, preload: dict[str, A
 
     def target(label: str, ok: bool | None, shown: str) -> None:
         verdict = "n/a " if ok is None else ("PASS" if ok else "FAIL")
-        lines.append(f"  {verdict}  {label:<46} {shown}")
+        lines.append(f"  {verdict}  {label:<56} {shown}")
 
     ratios = [ratio for r in drains if (r.contender, r.profile) == ("ours", "loopback")
               and (ratio := vs(r, "floor")) is not None]
@@ -330,8 +331,8 @@ def report(results: list[Result], args: argparse.Namespace, preload: dict[str, A
     target(f"peak RSS ≤ {TARGET_RSS_MB:.0f} MB with {args.rss_events:,} queued",
            None if rss is None else rss.peak_rss_mb <= TARGET_RSS_MB,
            "not measured" if rss is None else f"{rss.peak_rss_mb:.0f} MB")
-    steady_runs = (("captured", args.steady_rate, "SendMessage → commit"),
-                   ("live", args.steady_live_rate, "S3 eventTime → commit"))
+    steady_runs = (("live", args.steady_live_rate, "S3 eventTime → commit"),
+                   ("captured", args.steady_rate, "SendMessage → commit"))
     for profile in args.profiles:
         for source, rate, path in steady_runs:
             steady = next((r for r in results if (r.run, r.profile) == (f"steady-{source}", profile)), None)
@@ -362,8 +363,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="messages queued for the peak-RSS run (10000; 0 skips it)")
     parser.add_argument("--steady-rate", type=float, default=100.0, help="events/s (100)")
     parser.add_argument("--steady-seconds", type=float, default=30.0, help="(30; 0 skips it)")
-    parser.add_argument("--steady-live-rate", type=float, default=50.0,
-                        help="uploads/s of the live steady run, lag from S3 eventTime (50; 0 skips it)")
+    parser.add_argument("--steady-live-rate", type=float, default=100.0,
+                        help="uploads/s of the live steady run, lag from S3 eventTime (100; 0 skips it)")
     parser.add_argument("--floor-pollers", type=int, default=8, help="the floor's loops (8)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a daemon setting for every run of ours, e.g. CONSUMER_POLLERS=8")
@@ -439,9 +440,9 @@ def main(argv: list[str] | None = None) -> int:
                 if "naive" in args.contenders:
                     bench.drain("naive", profile, aws, events)
                 if args.steady_seconds > 0 and "ours" in args.contenders:
-                    bench.steady(profile, aws, events, "captured", args.steady_rate)
                     if args.steady_live_rate > 0:
                         bench.steady(profile, aws, events, "live", args.steady_live_rate)
+                    bench.steady(profile, aws, events, "captured", args.steady_rate)
         if args.rss_events > 0 and "ours" in args.contenders:
             copies = [events[i % len(events)] for i in range(args.rss_events)]
             bench.drain("ours", "loopback", endpoint, copies, run="rss")
