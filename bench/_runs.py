@@ -18,12 +18,14 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote_plus
 
 from _stack import BENCH, Stack
 
 DAEMON = [sys.executable, "-m", "consumer", "run"]
 CONTENDERS = [sys.executable, str(BENCH / "_contenders.py")]
+T = TypeVar("T")
 
 
 def log(message: str) -> None:
@@ -124,15 +126,7 @@ def send_paced(stack: Stack, events: Sequence[Captured], rate: float,
         stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=event.body)
         sent[event.key] = now_ms()
 
-    late = 0
-    with ThreadPoolExecutor(threads) as pool:
-        futures = []
-        for event, due in zip(events, paced(rate, len(events)), strict=True):
-            late += time.monotonic() - due > 0.05
-            futures.append(pool.submit(send, event))
-        for future in futures:
-            future.result()
-    return sent, late
+    return sent, run_paced(send, events, rate, threads)
 
 
 def upload_paced(stack: Stack, keys: Sequence[str], rate: float, threads: int = 8) -> int:
@@ -144,12 +138,18 @@ def upload_paced(stack: Stack, keys: Sequence[str], rate: float, threads: int = 
         stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=payload,
                             ContentType="application/octet-stream")
 
+    return run_paced(put, keys, rate, threads)
+
+
+def run_paced(call: Callable[[T], None], items: Sequence[T], rate: float, threads: int) -> int:
+    """``call(item)`` for each item on a fixed schedule, on a thread pool; → how many calls
+    started >50 ms behind schedule."""
     late = 0
     with ThreadPoolExecutor(threads) as pool:
         futures = []
-        for key, due in zip(keys, paced(rate, len(keys)), strict=True):
+        for item, due in zip(items, paced(rate, len(items)), strict=True):
             late += time.monotonic() - due > 0.05
-            futures.append(pool.submit(put, key))
+            futures.append(pool.submit(call, item))
         for future in futures:
             future.result()
     return late

@@ -24,6 +24,16 @@ from tests.backends import AwsResources
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Keys that trip naive encoders: spaces, "+", unicode, deep nesting, a literal "%20".
+AWKWARD_KEYS = [
+    "plain.txt",
+    "with space/and more spaces.mp4",
+    "plus+sign/a+b=c.py",
+    "unicode/ünïcödé – 東京.json",
+    "deeply/nested/path/to/scene/v1/video.webm",
+    "percent%20literal&amp;.txt",
+]
+
 # Small numbers so tests are quick: short polls, fast flushes, a short visibility timeout so a
 # crashed daemon's messages come back within seconds.
 TEST_TUNING = {

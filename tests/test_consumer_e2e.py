@@ -13,19 +13,11 @@ from pathlib import Path
 import pytest
 
 from consumer.ack import REASON_ATTRIBUTE
-from tests.stack import Stack
+from tests.stack import AWKWARD_KEYS, Stack
 
 pytestmark = pytest.mark.e2e
 
 FIXTURES = Path(__file__).parent / "fixtures" / "events"
-AWKWARD_KEYS = [
-    "plain.txt",
-    "with space/and more spaces.mp4",
-    "plus+sign/a+b=c.py",
-    "unicode/ünïcödé – 東京.json",
-    "deeply/nested/path/to/scene/v1/video.webm",
-    "percent%20literal&amp;.txt",
-]
 
 
 async def test_uploads_overwrites_and_deletes_land_exactly(stack: Stack) -> None:
