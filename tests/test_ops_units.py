@@ -23,7 +23,7 @@ from consumer.ops.dlq_attributes import (
 from consumer.ops.dlq_files import read_import_file
 from consumer.ops.output import parse_duration, parse_rate
 from consumer.ops.pacing import RateLimiter, next_slot
-from consumer.ops.reconcile import (
+from consumer.ops.reconcile_merge import (
     S3Object,
     ascending,
     effective_prefix,

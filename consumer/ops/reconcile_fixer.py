@@ -1,0 +1,106 @@
+"""The fixer: turn drift into events and apply them through ``assets:applyEvents``.
+
+A repair goes through the consumer's own path — the handlers build the same
+:class:`~handlers.asset.AssetChange` (HeadObject, URL) and ``assets:applyEvents`` applies it —
+so ordering and idempotency hold: a ``created`` change carries the object's ``LastModified``
+as its eventTime and a ``removed`` one the moment its absence was confirmed, and a real event
+newer than either still wins. Such a fix comes back ``stale`` and is reported as unresolved.
+S3 gives ``LastModified`` in whole seconds: a write within the same second as the event the
+record holds cannot be ordered after it, and is reported as unresolved too. Without ``fix``,
+:class:`DriftFixer` only confirms ``gone`` by HeadObject. It leaves each drift's outcome set
+(``fixed``, ``unresolved``, ``resolved-itself``, or None when nothing was tried); counting and
+reporting are the caller's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from consumer.apply import ConvexApplier
+from consumer.convex_client import ConvexClient
+from consumer.dispatch import Dispatcher
+from consumer.errors import PermanentError, RetryableError
+from consumer.models import ObjectEvent
+from consumer.ops.output import now_ms
+from consumer.ops.reconcile_merge import Drift
+from handlers.context import HandlerContext
+from handlers.layout import KeyLayout
+from handlers.objects import registry
+from handlers.store import S3ObjectStore
+from handlers.urls import UrlSource
+
+CREATED_EVENT = "ObjectCreated:Reconcile"
+REMOVED_EVENT = "ObjectRemoved:Reconcile"
+
+
+class DriftFixer:
+    """Confirm a batch of drift by HeadObject and, with ``fix``, repair it; ``source`` marks
+    the events it applies (``reconcile:<run id>``)."""
+
+    def __init__(self, s3: Any, convex: ConvexClient, bucket: str, *, urls: UrlSource,
+                 source: str, layout: KeyLayout | None = None, fix: bool = False,
+                 head_concurrency: int = 16, hold_seconds: float = 60.0) -> None:
+        self._bucket = bucket
+        self._source = source
+        self._fix = fix
+        self._store = S3ObjectStore(s3)
+        self._heads = asyncio.Semaphore(head_concurrency)
+        # The daemon's layout (ASSET_KEY_LAYOUT): a fix must classify a key as its event would.
+        self._dispatcher = Dispatcher(registry, HandlerContext(self._store, urls,
+                                                               layout=layout or KeyLayout.default()),
+                                      concurrency=head_concurrency)
+        self._applier = ConvexApplier(convex, hold_seconds=hold_seconds)
+
+    async def settle(self, drifts: list[Drift]) -> None:
+        """Confirm ``gone`` by HeadObject; with fix, build and apply each repair."""
+        changes = await asyncio.gather(*(self._change_for(d) for d in drifts))
+        to_apply = [(d, c) for d, c in zip(drifts, changes, strict=True) if c is not None]
+        if to_apply:
+            results = await self._applier.apply([c for _, c in to_apply])
+            for (drift, _), result in zip(to_apply, results, strict=True):
+                if result.status == "applied" or result.status == "duplicate":
+                    drift.outcome, drift.note = "fixed", result.status
+                else:
+                    drift.outcome = "unresolved"
+                    drift.note = _why_not(drift, result.status, result.reason)
+
+    async def _change_for(self, drift: Drift) -> Any:
+        source = self._source
+        try:
+            checked_at = now_ms()
+            async with self._heads:
+                exists = await self._store.head(self._bucket, drift.key) is not None
+            if drift.kind == "gone":
+                if exists:
+                    drift.outcome, drift.note = "resolved-itself", "the object exists now"
+                    return None
+                if not self._fix:
+                    return None
+                event = ObjectEvent(REMOVED_EVENT, self._bucket, drift.key, checked_at, source=source)
+            else:
+                if not exists:  # deleted since it was listed: a fix would record a ghost
+                    if drift.record is None or drift.record.get("status") == "deleted":
+                        drift.outcome, drift.note = "resolved-itself", "deleted during the run"
+                    else:
+                        drift.outcome, drift.note = "unresolved", "deleted during the run; run again"
+                    return None
+                assert drift.s3 is not None
+                event = ObjectEvent(CREATED_EVENT, self._bucket, drift.key, drift.s3.last_modified_ms,
+                                    size=drift.s3.size, etag=drift.s3.etag, source=source)
+            return await self._dispatcher.dispatch(event)
+        except RetryableError:
+            raise  # S3 or Convex is down: the run's answer would be wrong, stop it
+        except (PermanentError, ValueError) as exc:
+            drift.outcome, drift.note = "unresolved", f"cannot build the fix: {exc}"
+            return None
+
+
+def _why_not(drift: Drift, status: str, reason: str | None) -> str:
+    if status != "stale":
+        return f"{status}: {reason or ''}".strip(": ")
+    held = (drift.record or {}).get("eventTime")
+    if drift.s3 is not None and held is not None and held // 1000 == drift.s3.last_modified_ms // 1000:
+        return ("stale: the record's event is in the same second as the object's LastModified "
+                "(whole seconds), so it cannot be ordered after it")
+    return "stale: Convex holds a newer event for this key"

@@ -1,0 +1,215 @@
+"""The merge: S3's listing and Convex's records as two sorted streams, and the drift between them.
+
+Two sorted streams are walked side by side, a page at a time — S3's ``ListObjectsV2``
+(:func:`s3_pages`) and Convex's ``assets:listByBucket`` (:func:`convex_pages`) — so memory stays
+bounded whatever the bucket's size. Both are in the same order: S3 lists keys in UTF-8 binary
+order, Convex orders strings by their UTF-8 bytes (``compareUTF8`` in ``convex/values``, which
+the local server uses too), and Python compares ``str`` by code point, which for valid Unicode
+is the same order. Each stream is checked as it is read (:func:`ascending`); a key out of order
+stops the run rather than report false drift. :func:`merge_by_key` pairs them, and :func:`judge`
+— pure — names the :class:`Drift` of each pair: ``missing``, ``gone`` or ``changed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+from consumer.aws import map_aws_error
+from consumer.convex_client import ConvexClient
+from consumer.errors import PermanentError
+from consumer.ops.output import iso_ms
+
+T = TypeVar("T")
+LIST_BY_BUCKET = "assets:listByBucket"
+DriftKind = Literal["missing", "gone", "changed"]
+
+
+@dataclass(frozen=True, slots=True)
+class S3Object:
+    key: str
+    size: int
+    etag: str | None
+    last_modified_ms: int
+
+
+@dataclass(slots=True)
+class Drift:
+    kind: DriftKind
+    key: str
+    detail: str
+    s3: S3Object | None = None
+    record: dict[str, Any] | None = None
+    outcome: Literal["fixed", "unresolved", "resolved-itself"] | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "key": self.key, "detail": self.detail,
+            "s3": None if self.s3 is None else {
+                "size": self.s3.size, "etag": self.s3.etag,
+                "lastModified": iso_ms(self.s3.last_modified_ms)},
+            "convex": None if self.record is None else {
+                k: self.record.get(k) for k in ("status", "size", "etag", "eventTime", "lastEventName")},
+            "outcome": self.outcome, "note": self.note,
+        }
+
+
+def judge(obj: S3Object | None, record: dict[str, Any] | None) -> Drift | None:
+    """The drift between what S3 lists and what Convex records for one key, if any. Pure."""
+    if obj is not None and record is None:
+        return Drift("missing", obj.key, "no record in Convex", obj, None)
+    if obj is None and record is not None:
+        if record.get("status") == "deleted":
+            return None
+        return Drift("gone", record["key"], f"record is {record.get('status')}, object not in S3",
+                     None, record)
+    assert obj is not None and record is not None
+    if record.get("status") == "deleted":
+        return Drift("missing", obj.key, "record is a tombstone, object exists", obj, record)
+    differences = []
+    if record.get("size") != obj.size:
+        differences.append(f"size {record.get('size')} → {obj.size}")
+    if record.get("etag") and obj.etag and record["etag"] != obj.etag:
+        differences.append(f"etag {record['etag']} → {obj.etag}")
+    if differences:
+        return Drift("changed", obj.key, ", ".join(differences), obj, record)
+    return None
+
+
+def effective_prefix(notification_prefix: str, requested: str | None) -> str | None:
+    """The listing prefix: within what notifications cover (the consumer never syncs keys
+    outside it), narrowed by ``--prefix``; None when the two cannot overlap."""
+    requested = requested or ""
+    if requested.startswith(notification_prefix):
+        return requested
+    if notification_prefix.startswith(requested):
+        return notification_prefix
+    return None
+
+
+# --- the two streams ---------------------------------------------------------------------------
+
+async def s3_pages(s3: Any, bucket: str, prefix: str, page_size: int) -> AsyncIterator[list[S3Object]]:
+    """ListObjectsV2 pages of raw keys, each continued with ``StartAfter`` = the last key seen.
+
+    Same keys in the same order as following ``ContinuationToken`` with botocore's default
+    ``EncodingType=url``, but that path is broken on LocalStack 4.14 for non-ASCII keys: its
+    continuation token cannot hold one (``'ascii' codec can't decode``), and with url encoding
+    it compares StartAfter with *encoded* keys, silently skipping keys after ``%``-escapes.
+    Raw keys + StartAfter are right on AWS, moto and LocalStack alike; the price is that a key
+    holding a character XML 1.0 cannot carry (control characters) fails the listing loudly.
+    """
+    s3.meta.events.register_last("before-parameter-build.s3.ListObjectsV2", _raw_keys,
+                                 unique_id="s3convex-raw-listing")
+    after = ""
+    while True:
+        try:
+            page = await s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=page_size,
+                                            StartAfter=after)
+        except Exception as exc:
+            raise map_aws_error(exc, "ListObjectsV2") from exc
+        items = [S3Object(key=item["Key"], size=int(item.get("Size", 0)),
+                          etag=str(item["ETag"]).strip('"') if item.get("ETag") else None,
+                          last_modified_ms=_ms(item["LastModified"]))
+                 for item in page.get("Contents", [])]
+        if items:
+            yield items
+        if not page.get("IsTruncated") or not items:
+            return
+        after = items[-1].key
+
+
+def _raw_keys(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    """Undo botocore's automatic ``EncodingType=url`` (and so its decoding of the answer)."""
+    if context.pop("encoding_type_auto_set", False):
+        params.pop("EncodingType", None)
+
+
+async def convex_pages(convex: ConvexClient, bucket: str, prefix: str,
+                       page_size: int) -> AsyncIterator[list[dict[str, Any]]]:
+    cursor: str | None = None
+    while True:
+        args: dict[str, Any] = {"bucket": bucket,
+                                "paginationOpts": {"numItems": page_size, "cursor": cursor}}
+        if prefix:
+            args["prefix"] = prefix
+        page = await convex.query(LIST_BY_BUCKET, args)
+        yield [{k: _whole(doc.get(k)) for k in ("key", "status", "size", "etag", "eventTime",
+                                                "lastEventName")}
+               for doc in page["page"]]
+        if page["isDone"]:
+            return
+        cursor = page["continueCursor"]
+
+
+_END = object()
+
+
+async def prefetched(pages: AsyncIterator[list[T]], depth: int = 2) -> AsyncIterator[T]:
+    """Items of ``pages``, with up to ``depth`` pages fetched ahead in a background task:
+    S3 and Convex are read concurrently while memory stays at a few pages."""
+    queue: asyncio.Queue[Any] = asyncio.Queue(depth)
+
+    async def produce() -> None:
+        try:
+            async for page in pages:
+                await queue.put(page)
+            await queue.put(_END)
+        except Exception as exc:
+            await queue.put(exc)
+
+    task = asyncio.create_task(produce(), name="prefetch")
+    try:
+        while (page := await queue.get()) is not _END:
+            if isinstance(page, Exception):
+                raise page
+            for item in page:
+                yield item
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+async def ascending(items: AsyncIterator[T], key: Callable[[T], str], what: str) -> AsyncIterator[T]:
+    """Pass items through, refusing any whose key does not sort after the previous one."""
+    previous: str | None = None
+    async for item in items:
+        current = key(item)
+        if previous is not None and current <= previous:
+            raise PermanentError(f"{what} is not in UTF-8 key order: {current!r} after {previous!r}")
+        previous = current
+        yield item
+
+
+async def merge_by_key(objects: AsyncIterator[S3Object], records: AsyncIterator[dict[str, Any]],
+                       ) -> AsyncIterator[tuple[S3Object | None, dict[str, Any] | None]]:
+    """Pairs (object, record) in key order; either side None where the other has no match."""
+    obj = await anext(objects, None)
+    rec = await anext(records, None)
+    while obj is not None or rec is not None:
+        if rec is None or (obj is not None and obj.key < rec["key"]):
+            yield obj, None
+            obj = await anext(objects, None)
+        elif obj is None or rec["key"] < obj.key:
+            yield None, rec
+            rec = await anext(records, None)
+        else:
+            yield obj, rec
+            obj, rec = await anext(objects, None), await anext(records, None)
+
+
+def _whole(value: Any) -> Any:
+    """Convex's JSON writes whole-number floats as ``13.0``; numbers here are whole."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _ms(value: Any) -> int:
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() * 1000)
