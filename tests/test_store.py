@@ -14,19 +14,25 @@ import contextlib
 import hashlib
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
+from aiobotocore.config import AioConfig
 from aiobotocore.credentials import AioCredentials
 from aiobotocore.session import get_session
 from aiohttp import web
 
 from consumer.aws import open_clients
-from handlers.signed_head import GONE, SignedHead
+from handlers.signed_head import GONE, PROBE_KEY, SignedHead
 from handlers.store import S3ObjectStore
 from tests.stack import AWKWARD_KEYS, Stack
 
 pytestmark = pytest.mark.e2e
+# A client of its own, as consumer.aws.open_clients makes them, needing nothing from the test
+# session's environment.
+LOCAL_CLIENT = {"region_name": "us-east-1", "aws_access_key_id": "test", "aws_secret_access_key": "test",
+                "config": AioConfig(signature_version="s3v4")}
 
 KEYS = [
     *AWKWARD_KEYS,
@@ -89,7 +95,7 @@ async def test_a_network_error_hands_over_to_the_client(stack: Stack) -> None:
     dead = f"http://127.0.0.1:{_unused_port()}"
     async with (
         open_clients(stack.settings()) as aws,
-        get_session().create_client("s3", endpoint_url=dead, region_name="us-east-1") as nowhere,
+        get_session().create_client("s3", endpoint_url=dead, **LOCAL_CLIENT) as nowhere,
         aiohttp.ClientSession() as http,
     ):
         signed = SignedHead(nowhere, AioCredentials("test", "test"), http)
@@ -116,31 +122,74 @@ async def test_any_other_status_is_left_to_the_client(
 ) -> None:
     async with (
         _answering(status, headers) as (endpoint, hits),
-        get_session().create_client("s3", endpoint_url=endpoint, region_name="us-east-1") as s3,
+        get_session().create_client("s3", endpoint_url=endpoint, **LOCAL_CLIENT) as s3,
         aiohttp.ClientSession() as http,
     ):
         signed = SignedHead(s3, AioCredentials("AKIDEXAMPLE", "secret"), http)
         assert await signed.head("bucket", "a b/c.mp4") is None
         assert await signed.head("bucket", "a b/c.mp4") is None
-    # The request was signed, addressed as the client addresses it, and asked for checksums.
-    first = hits[0]
-    assert first["path"] == "/bucket/a%20b/c.mp4"
-    assert first["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
-    assert first["checksum_mode"] == "ENABLED"
+    probes = [hit for hit in hits if hit["probe"]]
+    sent = [hit for hit in hits if not hit["probe"]]
+    # One HeadObject through the client taught the address; ours went to the same place, signed,
+    # asking for checksums.
+    assert len(probes) == 1 and probes[0]["path"] == f"/bucket/{PROBE_KEY}"
+    assert sent[0]["path"] == "/bucket/a%20b/c.mp4"
+    assert sent[0]["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "/us-east-1/s3/aws4_request" in sent[0]["authorization"]
+    assert sent[0]["checksum_mode"] == "ENABLED"
     # A bucket S3 says lives elsewhere is left to the client from then on (it follows redirects).
-    assert len(hits) == (1 if declines_bucket else 2)
+    assert len(sent) == (1 if declines_bucket else 2)
+
+
+async def test_temporary_credentials_sign_with_their_session_token() -> None:
+    async with (
+        _answering(200, {"Content-Length": "3", "ETag": '"abc"'}) as (endpoint, hits),
+        get_session().create_client("s3", endpoint_url=endpoint, **LOCAL_CLIENT) as s3,
+        aiohttp.ClientSession() as http,
+    ):
+        signed = SignedHead(s3, AioCredentials("ASIAEXAMPLE", "secret", "the-session-token"), http)
+        answer = await signed.head("bucket", "k.txt")
+    assert isinstance(answer, dict) and answer["ContentLength"] == 3 and answer["ETag"] == '"abc"'
+    sent = next(hit for hit in hits if not hit["probe"])
+    assert sent["security_token"] == "the-session-token"
+    assert "x-amz-security-token" in sent["authorization"]  # a signed header, not just sent
+
+
+async def test_signs_for_the_region_botocore_was_redirected_to() -> None:
+    # The bucket lives in eu-west-1: S3 answers the client's first try with a 301 naming the
+    # region; botocore re-signs for it and retries. Our requests are signed for it from the start.
+    async with (
+        _answering(200, {"Content-Length": "1", "ETag": '"e"'}, bucket_region="eu-west-1") as (endpoint, hits),
+        get_session().create_client("s3", endpoint_url=endpoint, **LOCAL_CLIENT) as s3,
+        aiohttp.ClientSession() as http,
+    ):
+        signed = SignedHead(s3, AioCredentials("AKIDEXAMPLE", "secret"), http)
+        assert isinstance(await signed.head("bucket", "k.txt"), dict)
+    sent = next(hit for hit in hits if not hit["probe"])
+    assert "/eu-west-1/s3/aws4_request" in sent["authorization"]
 
 
 @contextlib.asynccontextmanager
-async def _answering(status: int, headers: dict[str, str]) -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
-    hits: list[dict[str, str]] = []
+async def _answering(status: int, headers: dict[str, str], *, bucket_region: str = "us-east-1",
+                     ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """A loopback stand-in for S3: the probe key is not there (404); every other HEAD gets
+    ``status`` and ``headers``; a request signed for another region than ``bucket_region``
+    gets S3's 301 naming it."""
+    hits: list[dict[str, Any]] = []
 
     async def handle(request: web.Request) -> web.Response:
+        authorization = request.headers.get("Authorization", "")
         hits.append({
+            "probe": request.raw_path.endswith(PROBE_KEY),
             "path": request.raw_path,
-            "authorization": request.headers.get("Authorization", ""),
+            "authorization": authorization,
             "checksum_mode": request.headers.get("x-amz-checksum-mode", ""),
+            "security_token": request.headers.get("x-amz-security-token", ""),
         })
+        if f"/{bucket_region}/s3/aws4_request" not in authorization:
+            return web.Response(status=301, headers={"x-amz-bucket-region": bucket_region})
+        if request.raw_path.endswith(PROBE_KEY):
+            return web.Response(status=404)
         return web.Response(status=status, headers=headers)
 
     app = web.Application()
