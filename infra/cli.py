@@ -17,7 +17,8 @@ from rich.table import Table
 
 from consumer.errors import ConfigError, SyncError
 from infra.desired import load_infra_settings
-from infra.provision import DownReport, Plan, Provisioner, Step
+from infra.plan import DownReport, Plan, Step
+from infra.provision import Provisioner
 
 app = typer.Typer(
     name="infra",

@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 from typer.testing import CliRunner
 
 from consumer.errors import StorageError, StorageUnavailable
+from infra.aws import aws_call, make_clients
 from infra.cli import app
 from infra.desired import (
     CORS_RULE_ID,
@@ -26,7 +27,7 @@ from infra.desired import (
     InfraSettings,
     normalize_notification,
 )
-from infra.provision import Provisioner, aws_call, make_clients
+from infra.provision import Provisioner
 from tests.backends import AwsResources
 
 # Attributes that change by themselves (counters) and so say nothing about what `up` wrote.
