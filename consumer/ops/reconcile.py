@@ -72,7 +72,8 @@ def reconcile_command(
                                     suffix=settings.s3_notification_suffix,
                                     fix=not dry_run, page_size=page_size,
                                     convex_page_size=min(page_size, 500),
-                                    head_concurrency=head_concurrency)
+                                    head_concurrency=head_concurrency,
+                                    signed_head=aws.signed_head)
             if listing_prefix is None:  # --prefix lies outside what notifications cover
                 reconciler.summary.finished_ms = now_ms()
                 return reconciler.summary

@@ -27,6 +27,7 @@ from consumer.ops.reconcile_merge import Drift
 from handlers.context import HandlerContext
 from handlers.layout import KeyLayout
 from handlers.objects import registry
+from handlers.signed_head import SignedHead
 from handlers.store import S3ObjectStore
 from handlers.urls import UrlSource
 
@@ -36,15 +37,17 @@ REMOVED_EVENT = "ObjectRemoved:Reconcile"
 
 class DriftFixer:
     """Confirm a batch of drift by HeadObject and, with ``fix``, repair it; ``source`` marks
-    the events it applies (``reconcile:<run id>``)."""
+    the events it applies (``reconcile:<run id>``). HeadObject goes the daemon's way: through
+    ``signed_head`` when there is one, the full client otherwise."""
 
     def __init__(self, s3: Any, convex: ConvexClient, bucket: str, *, urls: UrlSource,
                  source: str, layout: KeyLayout | None = None, fix: bool = False,
-                 head_concurrency: int = 16, hold_seconds: float = 60.0) -> None:
+                 head_concurrency: int = 16, hold_seconds: float = 60.0,
+                 signed_head: SignedHead | None = None) -> None:
         self._bucket = bucket
         self._source = source
         self._fix = fix
-        self._store = S3ObjectStore(s3)
+        self._store = S3ObjectStore(s3, signed_head)
         self._heads = asyncio.Semaphore(head_concurrency)
         # The daemon's layout (ASSET_KEY_LAYOUT): a fix must classify a key as its event would.
         self._dispatcher = Dispatcher(registry, HandlerContext(self._store, urls,

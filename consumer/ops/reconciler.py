@@ -27,6 +27,7 @@ from consumer.ops.reconcile_merge import (
     s3_pages,
 )
 from handlers.layout import KeyLayout
+from handlers.signed_head import SignedHead
 from handlers.urls import UrlSource
 
 
@@ -77,7 +78,7 @@ class Reconciler:
                  layout: KeyLayout | None = None, prefix: str = "", suffix: str = "",
                  fix: bool = False, page_size: int = 1000, convex_page_size: int = 500,
                  head_concurrency: int = 16, batch_size: int = 200,
-                 hold_seconds: float = 60.0) -> None:
+                 hold_seconds: float = 60.0, signed_head: SignedHead | None = None) -> None:
         self._s3 = s3
         self._convex = convex
         self._bucket = bucket
@@ -90,7 +91,7 @@ class Reconciler:
         self.summary = ReconcileSummary(run_id=new_run_id(), bucket=bucket, prefix=prefix, fix=fix)
         self._fixer = DriftFixer(s3, convex, bucket, urls=urls, source=f"reconcile:{self.summary.run_id}",
                                  layout=layout, fix=fix, head_concurrency=head_concurrency,
-                                 hold_seconds=hold_seconds)
+                                 hold_seconds=hold_seconds, signed_head=signed_head)
 
     async def run(self, on_drift: Callable[[Drift], None] = lambda _d: None,
                   on_progress: Callable[[ReconcileSummary], None] = lambda _s: None) -> ReconcileSummary:
