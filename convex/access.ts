@@ -26,7 +26,7 @@ import {
   internalQuery,
 } from "./_generated/server";
 import schema from "./schema";
-import { emptySummary, sessionBy } from "./sessions";
+import { emptySummary, sessionBy } from "./model/sessions";
 
 export const MAX_TTL_MS = 7 * 24 * 3600 * 1000;
 const MAX_PRINCIPAL_LENGTH = 256;

@@ -25,9 +25,10 @@ import {
   findProblem,
   s3EventValidator,
 } from "./events";
+import { BatchChanges, stateOf } from "./model/sessions";
+import { trackChanges } from "./model/tracking";
 import { EventPosition, judge } from "./ordering";
 import schema, { assetStatus, objectFields } from "./schema";
-import { BatchChanges, stateOf, trackChanges } from "./sessions";
 
 export const applyResultValidator = v.object({
   status: v.union(

@@ -16,6 +16,9 @@ import type {
 import type * as access from "../access.js";
 import type * as assets from "../assets.js";
 import type * as events from "../events.js";
+import type * as model_scenes from "../model/scenes.js";
+import type * as model_sessions from "../model/sessions.js";
+import type * as model_tracking from "../model/tracking.js";
 import type * as operations from "../operations.js";
 import type * as ordering from "../ordering.js";
 import type * as sessions from "../sessions.js";
@@ -33,6 +36,9 @@ declare const fullApi: ApiFromModules<{
   access: typeof access;
   assets: typeof assets;
   events: typeof events;
+  "model/scenes": typeof model_scenes;
+  "model/sessions": typeof model_sessions;
+  "model/tracking": typeof model_tracking;
   operations: typeof operations;
   ordering: typeof ordering;
   sessions: typeof sessions;
