@@ -12,125 +12,37 @@
  * is local computation, no request) with the lifetime its kind allows; the
  * stored URL is handed out instead when it lives at least `minRemainingMs`
  * and at most `maxTtlMs` more — a public URL, which never expires, always.
+ *
+ * The decision, the URL choice and the audit write are helpers in
+ * `convex/model/access.ts`; this module holds the functions.
  */
 import {
   paginationOptsValidator,
   paginationResultValidator,
 } from "convex/server";
-import { ConvexError, Infer, v } from "convex/values";
-import { Doc, Id } from "./_generated/dataModel";
+import { ConvexError, v } from "convex/values";
+import { internalMutation, internalQuery } from "./_generated/server";
 import {
-  MutationCtx,
-  QueryCtx,
-  internalMutation,
-  internalQuery,
-} from "./_generated/server";
-import schema from "./schema";
+  AuthorizeResult,
+  activeGrant,
+  assetBy,
+  audit,
+  authorizeResult,
+  checkPrincipal,
+  deny,
+  grantScope,
+  permission,
+  usableStored,
+} from "./model/access";
 import { emptySummary, sessionBy } from "./model/sessions";
+import schema from "./schema";
 
 export const MAX_TTL_MS = 7 * 24 * 3600 * 1000;
-const MAX_PRINCIPAL_LENGTH = 256;
 
 const grantDoc = schema.doc("grants");
 const auditDoc = schema.doc("accessAudit");
 
-/** A grant covers a whole session, or exactly one asset. */
-export const grantScope = v.union(
-  v.object({ sessionId: v.string() }),
-  v.object({ bucket: v.string(), key: v.string() }),
-);
-type GrantScope = Infer<typeof grantScope>;
-
-function checkPrincipal(principal: string, field = "principal") {
-  if (principal.trim() === "" || principal.length > MAX_PRINCIPAL_LENGTH) {
-    throw new ConvexError({
-      code: "BadPrincipal",
-      field,
-      max: MAX_PRINCIPAL_LENGTH,
-    });
-  }
-}
-
 // --- deciding ---------------------------------------------------------------
-
-type Permission =
-  | { allowed: true; via: "owner" }
-  | { allowed: true; via: "grant"; grantId: Id<"grants"> }
-  | { allowed: false; reason: string };
-
-function active(grant: Doc<"grants">, now: number): boolean {
-  return (
-    grant.revokedAt === undefined &&
-    (grant.expiresAt === undefined || grant.expiresAt > now)
-  );
-}
-
-async function activeGrant(
-  ctx: QueryCtx,
-  principal: string,
-  scope: GrantScope,
-  now: number,
-): Promise<Doc<"grants"> | null> {
-  const grants =
-    "sessionId" in scope
-      ? ctx.db
-          .query("grants")
-          .withIndex("by_principal_session", (q) =>
-            q.eq("principal", principal).eq("sessionId", scope.sessionId),
-          )
-      : ctx.db
-          .query("grants")
-          .withIndex("by_principal_asset", (q) =>
-            q
-              .eq("principal", principal)
-              .eq("bucket", scope.bucket)
-              .eq("key", scope.key),
-          );
-  for await (const grant of grants) {
-    // Session grants have no bucket/key and asset grants no session: the
-    // index range may also hold the other shape.
-    const sameShape =
-      "sessionId" in scope
-        ? grant.bucket === undefined
-        : grant.sessionId === undefined;
-    if (sameShape && active(grant, now)) return grant;
-  }
-  return null;
-}
-
-async function permission(
-  ctx: QueryCtx,
-  principal: string,
-  bucket: string,
-  key: string,
-  sessionId: string | undefined,
-  now: number,
-): Promise<Permission> {
-  if (sessionId !== undefined) {
-    const session = await sessionBy(ctx, sessionId);
-    if (session?.ownerId === principal) return { allowed: true, via: "owner" };
-    const grant = await activeGrant(ctx, principal, { sessionId }, now);
-    if (grant !== null)
-      return { allowed: true, via: "grant", grantId: grant._id };
-  }
-  const grant = await activeGrant(ctx, principal, { bucket, key }, now);
-  if (grant !== null)
-    return { allowed: true, via: "grant", grantId: grant._id };
-  return {
-    allowed: false,
-    reason:
-      sessionId === undefined
-        ? "no grant on this asset (it belongs to no session)"
-        : `not the owner of session ${sessionId} and no grant`,
-  };
-}
-
-async function assetBy(ctx: QueryCtx, bucket: string, key: string) {
-  return ctx.db
-    .query("assets")
-    .withIndex("by_bucket_key", (q) => q.eq("bucket", bucket).eq("key", key))
-    .unique();
-}
 
 /** Whether the principal may read the asset (no audit: for display, not for handing out URLs). */
 export const check = internalQuery({
@@ -155,35 +67,6 @@ export const check = internalQuery({
       : { allowed: false, reason: decision.reason };
   },
 });
-
-export const authorizeResult = v.union(
-  v.object({
-    outcome: v.literal("granted"),
-    url: v.string(),
-    // Absent: a public URL, which does not expire.
-    expiresAt: v.optional(v.number()),
-    urlSource: v.union(v.literal("stored"), v.literal("fresh")),
-    kind: v.optional(v.string()),
-    auditId: v.id("accessAudit"),
-  }),
-  v.object({
-    outcome: v.literal("denied"),
-    reason: v.string(),
-    auditId: v.id("accessAudit"),
-  }),
-  v.object({
-    outcome: v.literal("gone"),
-    deletedAt: v.number(),
-    auditId: v.id("accessAudit"),
-  }),
-  v.object({ outcome: v.literal("not_found"), auditId: v.id("accessAudit") }),
-  v.object({
-    outcome: v.literal("unavailable"),
-    reason: v.string(),
-    auditId: v.id("accessAudit"),
-  }),
-);
-export type AuthorizeResult = Infer<typeof authorizeResult>;
 
 /**
  * Decides whether `principal` may read the asset, picks the URL to hand out
@@ -297,46 +180,7 @@ export const authorize = internalMutation({
   },
 });
 
-/** Audits a denied read and answers it. */
-async function deny(
-  ctx: MutationCtx,
-  row: Omit<AuditRow, "outcome" | "reason">,
-  reason: string,
-): Promise<AuthorizeResult> {
-  const auditId = await audit(ctx, { ...row, outcome: "denied", reason });
-  return { outcome: "denied", reason, auditId };
-}
-
-function usableStored(
-  asset: Doc<"assets">,
-  now: number,
-  maxTtlMs: number,
-  minRemainingMs: number,
-) {
-  if (asset.url === undefined) return null;
-  if (asset.urlExpiresAt === undefined) {
-    return {
-      url: asset.url,
-      expiresAt: undefined,
-      urlSource: "stored" as const,
-    };
-  }
-  const remaining = asset.urlExpiresAt - now;
-  if (remaining < minRemainingMs || remaining > maxTtlMs) return null;
-  return {
-    url: asset.url,
-    expiresAt: asset.urlExpiresAt,
-    urlSource: "stored" as const,
-  };
-}
-
 // --- managing access ----------------------------------------------------------
-
-type AuditRow = Omit<Doc<"accessAudit">, "_id" | "_creationTime">;
-
-function audit(ctx: MutationCtx, row: AuditRow) {
-  return ctx.db.insert("accessAudit", row);
-}
 
 /** Makes `ownerId` the owner of the session (creating the session if it is not known yet). */
 export const setOwner = internalMutation({

@@ -16,6 +16,7 @@ import type {
 import type * as access from "../access.js";
 import type * as assets from "../assets.js";
 import type * as events from "../events.js";
+import type * as model_access from "../model/access.js";
 import type * as model_scenes from "../model/scenes.js";
 import type * as model_sessions from "../model/sessions.js";
 import type * as model_tracking from "../model/tracking.js";
@@ -36,6 +37,7 @@ declare const fullApi: ApiFromModules<{
   access: typeof access;
   assets: typeof assets;
   events: typeof events;
+  "model/access": typeof model_access;
   "model/scenes": typeof model_scenes;
   "model/sessions": typeof model_sessions;
   "model/tracking": typeof model_tracking;
