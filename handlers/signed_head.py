@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
@@ -33,6 +34,7 @@ from yarl import URL
 
 GONE: Final = "gone"
 PROBE_KEY = ".s3convex-address-probe"  # any key: only where the request goes matters
+PROBE_RETRY_SECONDS = 30.0
 _SIGNED_FOR = re.compile(r"Credential=[^/,]+/\d{8}/([^/,]+)/s3/aws4_request")
 _probe_requests: ContextVar[list[Any] | None] = ContextVar("signed_head_probe", default=None)
 _HEADERS = {  # response header → botocore's head_object field
@@ -68,6 +70,7 @@ class SignedHead:
         self._http = http
         self._addresses: dict[str, _Address] = {}
         self._probing = asyncio.Lock()
+        self._probe_again_at: dict[str, float] = {}  # after a probe that failed (S3 unreachable)
         self._declined: set[str] = set()  # buckets the client must serve from now on
         s3_client.meta.events.register("before-send.s3.HeadObject", _note_probe_request)
 
@@ -103,15 +106,20 @@ class SignedHead:
         async with self._probing:
             if bucket in self._addresses:
                 return self._addresses[bucket]
+            if time.monotonic() < self._probe_again_at.get(bucket, 0.0):
+                return None
             sent: list[Any] = []
             token = _probe_requests.set(sent)
             try:
                 await self._s3.head_object(Bucket=bucket, Key=PROBE_KEY)
             except ClientError:
                 pass  # 404, most likely: the request went out, and that is all we need
+            except BotoCoreError:
+                sent.clear()  # not sent, or no answer: try again in a while, not per event
             finally:
                 _probe_requests.reset(token)
             if not sent:
+                self._probe_again_at[bucket] = time.monotonic() + PROBE_RETRY_SECONDS
                 return None
             url, authorization = sent[-1].url, sent[-1].headers.get("Authorization", b"")
             if isinstance(authorization, bytes):

@@ -98,10 +98,17 @@ async def test_a_network_error_hands_over_to_the_client(stack: Stack) -> None:
         get_session().create_client("s3", endpoint_url=dead, **LOCAL_CLIENT) as nowhere,
         aiohttp.ClientSession() as http,
     ):
+        attempts: list[str] = []
+        nowhere.meta.events.register("before-send.s3.HeadObject", lambda request, **_: attempts.append(request.url))
         signed = SignedHead(nowhere, AioCredentials("test", "test"), http)
         assert await signed.head(stack.bucket, "k.txt") is None
         head = await S3ObjectStore(aws.s3, signed).head(stack.bucket, "k.txt")
         assert head is not None and head.size == 3
+        # The failed probe is not repeated per event: the next hand-over sends nothing.
+        tried = len(attempts)
+        assert tried >= 1
+        assert await signed.head(stack.bucket, "other.txt") is None
+        assert len(attempts) == tried
 
 
 @pytest.mark.parametrize(
