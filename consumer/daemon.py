@@ -192,7 +192,7 @@ class Daemon:
 
 
 def url_source(settings: Settings, aws: AwsClients) -> UrlSource:
-    presigned = PresignedUrls(aws.s3, settings.s3_presign_expires)
+    presigned = PresignedUrls(aws.s3, settings.s3_presign_expires, aws.signed_head)
     if settings.s3_public_base_url:
         return FallbackUrls(PublicUrls(str(settings.s3_public_base_url)), presigned)
     return presigned

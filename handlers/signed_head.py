@@ -1,4 +1,4 @@
-"""HeadObject on the hot path: signed by botocore, sent by aiohttp.
+"""HeadObject and presigned GETs on the hot path: signed by botocore, without its pipeline.
 
 HeadObject is the one S3 call made for every created object. Through botocore's whole request
 pipeline (parameter validation, endpoint rules, event hooks, response parsing) it costs about
@@ -8,6 +8,8 @@ a ``before-send`` hook (botocore's documented event) notes the URL it was sent t
 it was signed for: endpoint rules, path or virtual-host style and region redirects all stay
 botocore's. Every later request is that URL plus the key, signed with botocore's own
 ``S3SigV4Auth`` and the session's credentials, and sent on one aiohttp pool, for about 0.6 ms.
+A presigned GET URL for the reader is made the same way (:meth:`SignedHead.presign_get`, with
+``S3SigV4QueryAuth``): about 0.1 ms instead of 0.5 ms through ``generate_presigned_url``.
 
 It answers only what it can answer exactly: 200 (the object's headers, shaped as botocore's
 ``head_object`` response) and 404 (gone). Anything else returns ``None``, so the caller asks
@@ -27,7 +29,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 import aiohttp
-from botocore.auth import S3SigV4Auth
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.exceptions import BotoCoreError, ClientError
 from yarl import URL
@@ -100,6 +102,21 @@ class SignedHead:
         if status in _MOVED or headers.get("x-amz-bucket-region", address.region) != address.region:
             self._declined.add(bucket)
         return None
+
+    async def presign_get(self, bucket: str, key: str, expires_in: int) -> str | None:
+        """A SigV4 query-signed GET URL, or ``None``: ask the client (bucket not learned)."""
+        if bucket in self._declined:
+            return None
+        try:
+            address = self._addresses.get(bucket) or await self._address(bucket)
+            if address is None:
+                return None
+            request = AWSRequest(method="GET", url=address.base + quote(key, safe="/~"))
+            credentials = await self._credentials.get_frozen_credentials()
+            S3SigV4QueryAuth(credentials, "s3", address.region, expires=expires_in).add_auth(request)
+        except BotoCoreError:
+            return None
+        return request.url
 
     async def _address(self, bucket: str) -> _Address | None:
         """Send one HeadObject through the client and note where, and for which region, it went."""

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from consumer.aws import map_aws_error
 from consumer.errors import PermanentError, SyncError
+from handlers.signed_head import SignedHead
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,12 @@ class UrlError(PermanentError):
 
 
 class PresignedUrls:
-    def __init__(self, s3_client: Any, expires_in: int) -> None:
+    """Presigned GETs: signed directly when ``signed`` knows the bucket, else by the client."""
+
+    def __init__(self, s3_client: Any, expires_in: int, signed: SignedHead | None = None) -> None:
         self._s3 = s3_client
         self._expires_in = expires_in
+        self._signed = signed
 
     async def url_for(self, bucket: str, key: str) -> tuple[str, int | None]:
         return await self.presign(bucket, key, self._expires_in)
@@ -55,12 +59,14 @@ class PresignedUrls:
     async def presign(self, bucket: str, key: str, expires_in: int) -> tuple[str, int]:
         """A SigV4 GET URL living ``expires_in`` seconds, and when it expires (ms)."""
         issued = time.time()
-        try:
-            url = await self._s3.generate_presigned_url(
-                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_in
-            )
-        except Exception as exc:
-            raise map_aws_error(exc, "presign GetObject") from exc
+        url = await self._signed.presign_get(bucket, key, expires_in) if self._signed else None
+        if url is None:
+            try:
+                url = await self._s3.generate_presigned_url(
+                    "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_in
+                )
+            except Exception as exc:
+                raise map_aws_error(exc, "presign GetObject") from exc
         return url, int((issued + expires_in) * 1000)
 
 

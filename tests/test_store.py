@@ -15,8 +15,10 @@ import hashlib
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+import httpx
 import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.credentials import AioCredentials
@@ -215,3 +217,22 @@ def _unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+async def test_presigned_gets_are_made_as_the_client_makes_them_and_download(stack: Stack) -> None:
+    key = "scene 1/vidéo+final.mp4"
+    stack.put(key, b"the video")
+    async with open_clients(stack.settings()) as aws, httpx.AsyncClient() as http:
+        assert aws.signed_head is not None
+        direct = await aws.signed_head.presign_get(stack.bucket, key, 600)
+        stock = await aws.s3.generate_presigned_url(
+            "get_object", Params={"Bucket": stack.bucket, "Key": key}, ExpiresIn=600)
+        assert direct is not None
+        ours, theirs = urlsplit(direct), urlsplit(stock)
+        assert (ours.scheme, ours.netloc, ours.path) == (theirs.scheme, theirs.netloc, theirs.path)
+        ours_query, their_query = parse_qs(ours.query), parse_qs(theirs.query)
+        assert ours_query.keys() == their_query.keys()
+        for name in ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Expires", "X-Amz-SignedHeaders"):
+            assert ours_query[name] == their_query[name], name
+        response = await http.get(direct)
+        assert response.status_code == 200 and response.content == b"the video"
