@@ -78,15 +78,13 @@ class SignedHead:
 
     async def head(self, bucket: str, key: str, version_id: str | None = None) -> dict[str, Any] | str | None:
         """botocore-shaped response fields, :data:`GONE` on 404, or ``None``: ask the client."""
-        if bucket in self._declined:
+        address = await self._known(bucket)
+        if address is None:
             return None
+        url = address.base + quote(key, safe="/~")
+        if version_id:
+            url += "?versionId=" + quote(version_id, safe="-_.~")
         try:
-            address = self._addresses.get(bucket) or await self._address(bucket)
-            if address is None:
-                return None
-            url = address.base + quote(key, safe="/~")
-            if version_id:
-                url += "?versionId=" + quote(version_id, safe="-_.~")
             request = AWSRequest(method="HEAD", url=url, headers={"x-amz-checksum-mode": "ENABLED"})
             credentials = await self._credentials.get_frozen_credentials()
             S3SigV4Auth(credentials, "s3", address.region).add_auth(request)
@@ -105,18 +103,22 @@ class SignedHead:
 
     async def presign_get(self, bucket: str, key: str, expires_in: int) -> str | None:
         """A SigV4 query-signed GET URL, or ``None``: ask the client (bucket not learned)."""
-        if bucket in self._declined:
+        address = await self._known(bucket)
+        if address is None:
             return None
+        request = AWSRequest(method="GET", url=address.base + quote(key, safe="/~"))
         try:
-            address = self._addresses.get(bucket) or await self._address(bucket)
-            if address is None:
-                return None
-            request = AWSRequest(method="GET", url=address.base + quote(key, safe="/~"))
             credentials = await self._credentials.get_frozen_credentials()
             S3SigV4QueryAuth(credentials, "s3", address.region, expires=expires_in).add_auth(request)
         except BotoCoreError:
             return None
         return request.url
+
+    async def _known(self, bucket: str) -> _Address | None:
+        """Where the bucket is, learned once; ``None`` when it is left to the client."""
+        if bucket in self._declined:
+            return None
+        return self._addresses.get(bucket) or await self._address(bucket)
 
     async def _address(self, bucket: str) -> _Address | None:
         """Send one HeadObject through the client and note where, and for which region, it went."""
