@@ -11,9 +11,9 @@ differs is only the shape of the loop. They exit once a receive comes back empty
 nothing visible, in flight or delayed — the daemon's own drain rule.
 
 The **floor** does only the calls no consumer can avoid — no decoding beyond finding the key,
-no Convex — with ``BENCH_FLOOR_POLLERS`` loops (8) side by side. Its HeadObject goes the way
-the daemon's does (signed on aiohttp, ``CONSUMER_SIGNED_HEAD``), so the ratio compares the
-work around the calls, not two HTTP stacks; ``floor-botocore`` sends every HEAD through
+no Convex — with ``BENCH_FLOOR_POLLERS`` loops (8) side by side. Its HeadObject is the
+daemon's own (``handlers.store.S3ObjectStore``: signed on aiohttp, ``CONSUMER_SIGNED_HEAD``),
+so the ratio compares the work around the calls, not two HTTP stacks; ``floor-botocore`` sends every HEAD through
 aiobotocore, the floor as the stock client would make it. The **naive** consumer does
 exactly our daemon's per-event work (the project's decoder, the ObjectCreated handler with its
 HeadObject and presigned URL, the same ``assets:applyEvents`` mutation), one event at a time.
@@ -57,12 +57,7 @@ async def floor(settings: Settings, pollers: int, *, signed: bool) -> int:
         queue_url = (await aws.sqs.get_queue_url(QueueName=settings.sqs_queue_name))["QueueUrl"]
         stop = asyncio.Event()
 
-        async def head(bucket: str, key: str) -> Any:
-            if signed and aws.signed_head is not None:
-                answer = await aws.signed_head.head(bucket, key)
-                if isinstance(answer, dict):
-                    return answer
-            return await aws.s3.head_object(Bucket=bucket, Key=key)
+        store = S3ObjectStore(aws.s3, aws.signed_head if signed else None)
 
         async def poll() -> None:
             nonlocal done
@@ -79,7 +74,7 @@ async def floor(settings: Settings, pollers: int, *, signed: bool) -> int:
                     for message in messages
                     for record in json.loads(message["Body"]).get("Records", [])
                 ]
-                await asyncio.gather(*(head(b, k) for b, k in objects))
+                await asyncio.gather(*(store.head(b, k) for b, k in objects))
                 await aws.sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
                 done += len(objects)

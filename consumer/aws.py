@@ -44,7 +44,7 @@ _NETWORK_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutErro
 class AwsClients:
     s3: Any
     sqs: Any
-    signed_head: SignedHead | None = None  # the cheap HeadObject path (consumer_signed_head)
+    signed_head: SignedHead | None = None  # cheap HeadObject and presign (consumer_signed_head)
 
 
 @contextlib.asynccontextmanager

@@ -43,10 +43,9 @@ def register_commands(argv: list[str]) -> None:
     first = argv[0] if argv else None
     if first in _OWN_COMMANDS:
         return
-    for name, module in COMMAND_MODULES.items():
-        if first in COMMAND_MODULES and first != name:
-            continue
-        importlib.import_module(module).register(app)
+    named = [first] if first in COMMAND_MODULES else list(COMMAND_MODULES)
+    for name in named:
+        importlib.import_module(COMMAND_MODULES[name]).register(app)
 
 
 @app.command()
