@@ -33,6 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 REGION = "us-east-1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+# The wan profile: the latency proxy's delay per direction (so 20 ms per S3/SQS round trip),
+# and what the local Convex server adds to every function call.
+WAN_DELAY_MS = 10
+CONVEX_WAN_LATENCY_MS = 20
 
 
 def isolate_aws_environment() -> None:
