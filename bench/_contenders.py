@@ -6,13 +6,13 @@
 
 Both read the consumer's settings from the environment (``AWS_ENDPOINT_URL``, ``S3_BUCKET``,
 ``SQS_QUEUE_NAME``, ``CONVEX_URL``, ...) and use the same client stack as the daemon
-(aiobotocore through ``consumer.aws.open_clients``, ``consumer.convex_client``), so what
+(aiobotocore through ``s3convex.adapters.aws.open_clients``, ``s3convex.adapters.convex``), so what
 differs is only the shape of the loop. They exit once a receive comes back empty and SQS counts
 nothing visible, in flight or delayed — the daemon's own drain rule.
 
 The **floor** does only the calls no consumer can avoid — no decoding beyond finding the key,
 no Convex — with ``BENCH_FLOOR_POLLERS`` loops (8) side by side. Its HeadObject is the
-daemon's own (``handlers.store.S3ObjectStore``: signed on aiohttp, ``CONSUMER_SIGNED_HEAD``),
+daemon's own (``s3convex.adapters.s3_store.S3ObjectStore``: signed on aiohttp, ``CONSUMER_SIGNED_HEAD``),
 so the ratio compares the work around the calls, not two HTTP stacks; ``floor-botocore`` sends every HEAD through
 aiobotocore, the floor as the stock client would make it. The **naive** consumer does
 exactly our daemon's per-event work (the project's decoder, the ObjectCreated handler with its
@@ -28,15 +28,16 @@ import sys
 from typing import Any
 from urllib.parse import unquote_plus
 
-from consumer.apply import APPLY_EVENTS
-from consumer.aws import open_clients
-from consumer.config import Settings, load_settings
-from consumer.convex_client import ConvexClient
-from consumer.daemon import url_source
-from consumer.decode import Decoder
-from handlers.context import HandlerContext
-from handlers.objects import registry
-from handlers.store import S3ObjectStore
+from s3convex.consumer.apply import APPLY_EVENTS
+from s3convex.consumer.daemon import url_source
+from s3convex.consumer.decode import Decoder
+from s3convex.handlers.context import HandlerContext
+from s3convex.handlers.objects import registry
+
+from s3convex.adapters.aws import open_clients
+from s3convex.adapters.convex import ConvexClient
+from s3convex.adapters.s3_store import S3ObjectStore
+from s3convex.settings import Settings, load_settings
 
 WAIT_SECONDS = 1  # an empty receive waits this long before the queue counts are checked
 

@@ -23,7 +23,7 @@ from urllib.parse import unquote_plus
 
 from _stack import BENCH, Stack
 
-DAEMON = [sys.executable, "-m", "consumer", "run"]
+DAEMON = [sys.executable, "-m", "s3convex", "run"]
 CONTENDERS = [sys.executable, str(BENCH / "_contenders.py")]
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """The servers a benchmark run needs, started on loopback and stopped whatever happens.
 
 LocalStack (host mode, ``localstack/start.sh``) on a free port with its own temporary state
-dir, the local Convex server (``infra.local_convex``), provisioned resources (``Provisioner``),
+dir, the local Convex server (``convex_local.launcher``), provisioned resources (``Provisioner``),
 and, for the wan profile, a latency proxy (``bench/latency_proxy.py``) in its own process.
 """
 
@@ -24,12 +24,14 @@ from typing import Any
 import boto3
 import httpx
 from botocore.config import Config
-
-from infra.desired import load_infra_settings
-from infra.local_convex import LocalConvex, start_local_convex
-from infra.provision import Provisioner
+from s3convex.infra.desired import load_infra_settings
+from s3convex.infra.provision import Provisioner
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # convex_local/ is a development tool beside the packages
+
+from convex_local.launcher import LocalConvex, start_local_convex  # noqa: E402
+
 BENCH = Path(__file__).resolve().parent
 REGION = "us-east-1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}

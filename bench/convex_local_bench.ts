@@ -26,7 +26,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
-const SERVER = join(REPO, "infra/convex_local/server.ts");
+const SERVER = join(REPO, "convex_local/server.ts");
 const KEY = "bench-admin-key";
 const BIG = Number(process.env.BENCH_DOCS ?? 100_000);
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 15);

@@ -39,13 +39,14 @@ from pydantic import SecretStr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from consumer.aws import open_clients  # noqa: E402
-from consumer.convex_client import ConvexClient  # noqa: E402
-from consumer.ops.dlq import Selection  # noqa: E402
-from consumer.ops.replay import ReplayAudit, Replayer, audited  # noqa: E402
-from infra.desired import load_infra_settings  # noqa: E402
-from infra.local_convex import start_local_convex  # noqa: E402
-from infra.provision import Provisioner  # noqa: E402
+from s3convex.consumer.ops.dlq import Selection  # noqa: E402
+from s3convex.consumer.ops.replay import ReplayAudit, Replayer, audited  # noqa: E402
+from s3convex.infra.desired import load_infra_settings  # noqa: E402
+from s3convex.infra.provision import Provisioner  # noqa: E402
+
+from convex_local.launcher import start_local_convex  # noqa: E402
+from s3convex.adapters.aws import open_clients  # noqa: E402
+from s3convex.adapters.convex import ConvexClient  # noqa: E402
 
 REGION = "us-east-1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
@@ -195,8 +196,8 @@ async def bench_replay(settings: Any, sync_sqs: Any, convex_url: str, admin_key:
 
 BARE_LISTING = """
 import asyncio, json, sys, time
-from consumer.aws import open_clients
-from consumer.config import load_settings
+from s3convex.adapters.aws import open_clients
+from s3convex.settings import load_settings
 async def main():
     settings = load_settings()
     started = time.perf_counter()
@@ -340,7 +341,7 @@ async def bench_reconcile(endpoint: str, convex_url: str, admin_key: str, count:
         bare["result"] = parse_stdout(bare)
         log(f"  bare ListObjectsV2 walk: {bare['wall_seconds']} s wall, {bare['peak_rss_mb']} MB")
         bares.append(bare)
-        reconcile = run_measured("module", "consumer", ["reconcile", "--json", "--show", "20"], env)
+        reconcile = run_measured("module", "s3convex", ["reconcile", "--json", "--show", "20"], env)
         report = parse_stdout(reconcile)
         reconcile["summary"] = {k: report[k] for k in ("objects", "records", "missing", "gone", "changed",
                                                        "seconds", "consistent")}

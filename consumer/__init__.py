@@ -1,8 +1,3 @@
-"""s3convex: keeps S3 objects and their Convex asset records in sync.
-
-The path of an event, one module per stage::
-
-    receive.py → decode.py → dispatch.py (handlers/) → apply.py (Convex) → ack.py
-"""
-
-__version__ = "0.1.0"
+"""The consumer daemon (``s3convex run``): receive → decode → dispatch → apply → ack, one
+module per stage, wired and supervised by :mod:`s3convex.consumer.daemon`; operator commands in
+:mod:`s3convex.consumer.ops`; the command line in :mod:`s3convex.consumer.cli`."""

@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from consumer.backoff import backoff_delay
-from consumer.convex_client import ConvexClient
-from consumer.errors import ConvexFunctionError, ConvexUnavailable
-from consumer.telemetry import event_lag, events_applied, flush_duration
-from handlers.asset import AssetChange
+from s3convex.consumer.telemetry import event_lag, events_applied, flush_duration
+
+from s3convex.adapters.convex import ConvexClient
+from s3convex.core.asset import AssetChange
+from s3convex.core.backoff import backoff_delay
+from s3convex.core.errors import ConvexFunctionError, ConvexUnavailable
 
 log = logging.getLogger(__name__)
 

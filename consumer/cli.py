@@ -1,6 +1,6 @@
 """``s3convex`` — the command line.
 
-Every command reads its settings from the environment (see ``consumer.config``); flags only
+Every command reads its settings from the environment (see ``s3convex.settings``); flags only
 override. There is one error exit path (:func:`main`): a configuration problem prints one line
 and exits 2, any other error of ours prints its cause chain and exits 1 — never a traceback.
 """
@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from typer._click.exceptions import ClickException  # typer vendors click since 0.25
 
-from consumer.errors import ConfigError, SyncError
+from s3convex.core.errors import ConfigError, SyncError
 
 app = typer.Typer(
     name="s3convex",
@@ -28,12 +28,12 @@ app = typer.Typer(
 # ``register(app)``, which adds its commands or sub-app. Only the group a command line names is
 # imported (``s3convex run`` imports none of them); ``--help`` and anything unknown import all.
 COMMAND_MODULES = {
-    "infra": "infra.cli",  # s3convex infra up|status|down
-    "assets": "consumer.ops.assets",  # s3convex assets show|list
-    "replay": "consumer.ops.replay",  # s3convex replay list|show|replay|export|import
-    "reconcile": "consumer.ops.reconcile",  # s3convex reconcile
-    "health": "consumer.ops.health",  # s3convex health
-    "url": "consumer.ops.url",  # s3convex url
+    "infra": "s3convex.infra.cli",  # s3convex infra up|status|down
+    "assets": "s3convex.consumer.ops.assets",  # s3convex assets show|list
+    "replay": "s3convex.consumer.ops.replay",  # s3convex replay list|show|replay|export|import
+    "reconcile": "s3convex.consumer.ops.reconcile",  # s3convex reconcile
+    "health": "s3convex.consumer.ops.health",  # s3convex health
+    "url": "s3convex.consumer.ops.url",  # s3convex url
 }
 _OWN_COMMANDS = frozenset({"run", "config"})
 
@@ -55,9 +55,10 @@ def run(
     ] = False,
 ) -> None:
     """Run the consumer daemon: receive → decode → dispatch → apply → ack."""
-    from consumer.config import load_settings
-    from consumer.daemon import run_daemon
-    from consumer.logs import configure_logging
+    from s3convex.consumer.daemon import run_daemon
+    from s3convex.consumer.logs import configure_logging
+
+    from s3convex.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.log_level)
@@ -67,7 +68,7 @@ def run(
 @app.command("config")
 def show_config() -> None:
     """Print the effective configuration (secrets hidden) and exit 2 if it is invalid."""
-    from consumer.config import load_settings
+    from s3convex.settings import load_settings
 
     settings = load_settings()
     for name, value in sorted(settings.model_dump(mode="json").items()):

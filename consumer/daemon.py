@@ -22,26 +22,27 @@ import signal
 import time
 from typing import Any
 
-from consumer.ack import Acknowledger
-from consumer.apply import ConvexApplier
-from consumer.aws import AwsClients, map_aws_error, open_clients
-from consumer.batching import MicroBatcher
-from consumer.config import Settings
-from consumer.convex_client import ConvexClient
-from consumer.decode import Decoder
-from consumer.dispatch import Dispatcher
-from consumer.errors import StorageError
-from consumer.heartbeat import VisibilityHeartbeat
-from consumer.inflight import InFlight, InFlightMessage
-from consumer.pipeline import Pipeline
-from consumer.receive import Receiver
-from consumer.retry import RetryPolicy
-from consumer.telemetry import configure_metrics
-from consumer.url_refresh import UrlRefresher
-from handlers.context import HandlerContext
-from handlers.objects import registry
-from handlers.store import S3ObjectStore
-from handlers.urls import FallbackUrls, PresignedUrls, PublicUrls, UrlSource
+from s3convex.consumer.ack import Acknowledger
+from s3convex.consumer.apply import ConvexApplier
+from s3convex.consumer.batching import MicroBatcher
+from s3convex.consumer.decode import Decoder
+from s3convex.consumer.dispatch import Dispatcher
+from s3convex.consumer.heartbeat import VisibilityHeartbeat
+from s3convex.consumer.inflight import InFlight, InFlightMessage
+from s3convex.consumer.pipeline import Pipeline
+from s3convex.consumer.receive import Receiver
+from s3convex.consumer.retry import RetryPolicy
+from s3convex.consumer.telemetry import configure_metrics
+from s3convex.consumer.url_refresh import UrlRefresher
+from s3convex.handlers.context import HandlerContext
+from s3convex.handlers.objects import registry
+
+from s3convex.adapters.aws import AwsClients, map_aws_error, open_clients
+from s3convex.adapters.convex import ConvexClient
+from s3convex.adapters.s3_store import S3ObjectStore
+from s3convex.adapters.urls import FallbackUrls, PresignedUrls, PublicUrls, UrlSource
+from s3convex.core.errors import StorageError
+from s3convex.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class Daemon:
                                      margin_s=s.refresh_margin, interval_s=s.url_refresh_interval)
             background.add(asyncio.create_task(refresher.run(self._stop), name="url-refresher"))
         if s.health_port is not None:  # /healthz and /readyz (consumer/probes.py), supervised
-            from consumer.probes import daemon_probes
+            from s3convex.consumer.probes import daemon_probes
 
             background.add(asyncio.create_task(
                 daemon_probes(s.health_port, pollers, aws.sqs, queue_url, convex, self._stop).serve(),

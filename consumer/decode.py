@@ -9,7 +9,7 @@ Accepted shapes (golden examples in ``tests/fixtures/events``):
 - ``s3:TestEvent``, which S3 sends when notifications are configured: decoded as no events.
 
 Keys arrive form-URL-encoded and are decoded with ``unquote_plus``. Anything else raises
-:class:`~consumer.errors.PoisonMessage` with a reason that ends up on the DLQ copy.
+:class:`~s3convex.core.errors.PoisonMessage` with a reason that ends up on the DLQ copy.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ValidationError
 
-from consumer.errors import PoisonMessage
-from consumer.models import (
+from s3convex.core.errors import PoisonMessage
+from s3convex.core.events import (
     EventBridgeEvent,
     ObjectEvent,
     S3EventRecord,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from consumer.logs import log_context
-from consumer.models import ObjectEvent
-from handlers.asset import AssetChange
-from handlers.context import HandlerContext
-from handlers.registry import HandlerRegistry
+from s3convex.consumer.logs import log_context
+from s3convex.handlers.context import HandlerContext
+from s3convex.handlers.registry import HandlerRegistry
+
+from s3convex.core.asset import AssetChange
+from s3convex.core.events import ObjectEvent
 
 
 class Dispatcher:

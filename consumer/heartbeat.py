@@ -11,8 +11,9 @@ import logging
 import time
 from typing import Any
 
-from consumer.aws import map_aws_error
-from consumer.inflight import MAX_VISIBILITY_SECONDS, InFlight, InFlightMessage
+from s3convex.consumer.inflight import MAX_VISIBILITY_SECONDS, InFlight, InFlightMessage
+
+from s3convex.adapters.aws import map_aws_error
 
 log = logging.getLogger(__name__)
 

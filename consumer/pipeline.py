@@ -6,16 +6,17 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from consumer.ack import Acknowledger
-from consumer.apply import ApplyResult
-from consumer.batching import MicroBatcher
-from consumer.decode import Decoder
-from consumer.dispatch import Dispatcher
-from consumer.errors import PermanentError
-from consumer.inflight import InFlightMessage
-from consumer.logs import log_context
-from consumer.retry import RetryPolicy, decide
-from handlers.asset import AssetChange
+from s3convex.consumer.ack import Acknowledger
+from s3convex.consumer.apply import ApplyResult
+from s3convex.consumer.batching import MicroBatcher
+from s3convex.consumer.decode import Decoder
+from s3convex.consumer.dispatch import Dispatcher
+from s3convex.consumer.inflight import InFlightMessage
+from s3convex.consumer.logs import log_context
+from s3convex.consumer.retry import RetryPolicy, decide
+
+from s3convex.core.asset import AssetChange
+from s3convex.core.errors import PermanentError
 
 log = logging.getLogger(__name__)
 

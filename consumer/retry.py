@@ -6,8 +6,8 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from consumer.backoff import backoff_delay
-from consumer.errors import PermanentError, PoisonMessage, RetryableError
+from s3convex.core.backoff import backoff_delay
+from s3convex.core.errors import PermanentError, PoisonMessage, RetryableError
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumer.convex_client import ConvexClient
-from consumer.errors import RetryableError, SyncError
-from handlers.urls import UrlSource
+from s3convex.adapters.convex import ConvexClient
+from s3convex.adapters.urls import UrlSource
+from s3convex.core.errors import RetryableError, SyncError
 
 log = logging.getLogger(__name__)
 

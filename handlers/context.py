@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from handlers.layout import KeyLayout
-from handlers.store import ObjectStore
-from handlers.urls import UrlSource
+from s3convex.adapters.s3_store import ObjectStore
+from s3convex.adapters.urls import UrlSource
+from s3convex.core.layout import KeyLayout
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from consumer.errors import SyncError
-from consumer.models import ObjectEvent
-from handlers.asset import AssetChange, etag_kind
-from handlers.context import HandlerContext
-from handlers.registry import HandlerRegistry
+from s3convex.handlers.context import HandlerContext
+from s3convex.handlers.registry import HandlerRegistry
+
+from s3convex.core.asset import AssetChange, etag_kind
+from s3convex.core.errors import SyncError
+from s3convex.core.events import ObjectEvent
 
 log = logging.getLogger(__name__)
 registry = HandlerRegistry()

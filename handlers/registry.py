@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
-from consumer.errors import PoisonMessage
-from consumer.models import ObjectEvent
+from s3convex.core.errors import PoisonMessage
+from s3convex.core.events import ObjectEvent
 
 if TYPE_CHECKING:
-    from handlers.asset import AssetChange
-    from handlers.context import HandlerContext
+    from s3convex.handlers.context import HandlerContext
+
+    from s3convex.core.asset import AssetChange
 
 Handler = Callable[[ObjectEvent, "HandlerContext"], Awaitable["AssetChange"]]
 

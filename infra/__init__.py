@@ -2,13 +2,13 @@
 
 The S3 → SQS wiring (``s3convex infra up|status|down``, ``python -m infra``):
 
-- :mod:`infra.desired` — what should exist, as plain data derived from the settings;
-- :mod:`infra.provision` — checks what exists and fixes only the differences (boto3), returning
-  a :class:`~infra.plan.Plan`; works against AWS, LocalStack (whose ready hook runs
+- :mod:`s3convex.infra.desired` — what should exist, as plain data derived from the settings;
+- :mod:`s3convex.infra.provision` — checks what exists and fixes only the differences (boto3), returning
+  a :class:`~s3convex.infra.plan.Plan`; works against AWS, LocalStack (whose ready hook runs
   ``python -m infra up``) and moto alike. The per-resource checks and fixes are in
-  :mod:`infra.buckets`, :mod:`infra.queues` and :mod:`infra.notification`; clients and error
-  mapping in :mod:`infra.aws`; the plain-data reports in :mod:`infra.plan`;
-- :mod:`infra.cli` — the typer sub-app printing rich tables or ``--json``.
+  :mod:`s3convex.infra.buckets`, :mod:`s3convex.infra.queues` and :mod:`s3convex.infra.notification`; clients and error
+  mapping in :mod:`s3convex.infra.aws`; the plain-data reports in :mod:`s3convex.infra.plan`;
+- :mod:`s3convex.infra.cli` — the typer sub-app printing rich tables or ``--json``.
 
 Nothing is imported here, so importing one module does not pull in the others.
 """

@@ -3,8 +3,8 @@
 :func:`make_clients` builds the S3 and SQS clients for the settings' endpoint and region.
 :func:`aws_call` calls one operation: a "not there" answer becomes :class:`_Missing` (which the
 resource checks catch where absence is an answer), SQS's "deleted recently", throttling, 5xx and
-network failures become :class:`~consumer.errors.StorageUnavailable`, everything else
-:class:`~consumer.errors.StorageError` — keeping AWS's own message, which is what a person
+network failures become :class:`~s3convex.core.errors.StorageUnavailable`, everything else
+:class:`~s3convex.core.errors.StorageError` — keeping AWS's own message, which is what a person
 running ``infra up`` must read. :func:`aws_pages` maps each page of a paginated operation alike.
 """
 
@@ -18,9 +18,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from consumer.aws import map_aws_error
-from consumer.config import Settings
-from consumer.errors import StorageError, StorageUnavailable
+from s3convex.adapters.aws import map_aws_error
+from s3convex.core.errors import StorageError, StorageUnavailable
+from s3convex.settings import Settings
 
 # "Not there" answers; every other error is mapped to the error tree.
 _MISSING_CODES = {
@@ -61,7 +61,7 @@ class _Missing(StorageError):
 def aws_call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """Call one botocore operation, mapping its errors into the project's error tree.
 
-    AWS's answers are classified as the daemon's are (:func:`consumer.aws.map_aws_error`); the
+    AWS's answers are classified as the daemon's are (:func:`s3convex.adapters.aws.map_aws_error`); the
     message keeps AWS's own explanation, which is what a person running ``infra up`` must read.
     """
     try:

@@ -2,8 +2,8 @@
 
 Besides the bucket itself, two settings of it are checked and fixed when configured: our CORS
 rule (``S3_CORS_ALLOWED_ORIGINS``; others' rules are kept, ours is found by
-:data:`~infra.desired.CORS_RULE_ID`) and default SSE-KMS encryption (``S3_KMS_KEY_ID``). Each
-``check_*`` reads what exists and returns its :class:`~infra.plan.Step` with the fix, or None
+:data:`~s3convex.infra.desired.CORS_RULE_ID`) and default SSE-KMS encryption (``S3_KMS_KEY_ID``). Each
+``check_*`` reads what exists and returns its :class:`~s3convex.infra.plan.Step` with the fix, or None
 when nothing differs — or when the bucket is missing, which only ``status`` can see (``up``
 has created it by then). Emptying (``down --force``) removes every object version, delete
 marker and unfinished multipart upload.
@@ -14,11 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 from botocore.exceptions import ClientError
+from s3convex.infra.aws import _Missing, aws_call, aws_pages
+from s3convex.infra.desired import (
+    CORS_RULE_ID,
+    Desired,
+    normalize_cors_rule,
+    normalize_encryption_rule,
+)
+from s3convex.infra.plan import Action, Difference, Fix, Step
 
-from consumer.errors import StorageError
-from infra.aws import _Missing, aws_call, aws_pages
-from infra.desired import CORS_RULE_ID, Desired, normalize_cors_rule, normalize_encryption_rule
-from infra.plan import Action, Difference, Fix, Step
+from s3convex.core.errors import StorageError
 
 
 class BucketSteps:

@@ -1,4 +1,4 @@
-"""``s3convex infra up|status|down``: a thin layer over :class:`infra.provision.Provisioner`.
+"""``s3convex infra up|status|down``: a thin layer over :class:`s3convex.infra.provision.Provisioner`.
 
 Settings come from the environment (and ``.env``) exactly as for the daemon, minus Convex.
 Exit codes: 0 done / all present, 1 something missing or an AWS error, 2 bad configuration.
@@ -14,11 +14,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from s3convex.infra.desired import load_infra_settings
+from s3convex.infra.plan import DownReport, Plan, Step
+from s3convex.infra.provision import Provisioner
 
-from consumer.errors import ConfigError, SyncError
-from infra.desired import load_infra_settings
-from infra.plan import DownReport, Plan, Step
-from infra.provision import Provisioner
+from s3convex.core.errors import ConfigError, SyncError
 
 app = typer.Typer(
     name="infra",
@@ -141,12 +141,12 @@ def _short(value: Any) -> str:
 
 
 def register(root: typer.Typer) -> None:
-    """Mount as ``s3convex infra`` (see ``consumer.cli.COMMAND_MODULES``)."""
+    """Mount as ``s3convex infra`` (see ``s3convex.consumer.cli.COMMAND_MODULES``)."""
     root.add_typer(app, name="infra")
 
 
 def main() -> None:
-    app(prog_name="s3convex infra")
+    app(prog_name="infra")
 
 
 if __name__ == "__main__":

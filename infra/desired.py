@@ -2,7 +2,7 @@
 
 Nothing here talks to AWS: :class:`Desired` holds names and numbers and turns them (plus the
 ARNs only AWS can tell) into the exact queue attributes, policy statement and notification
-entry that :mod:`infra.provision` compares with what exists and writes; the helpers below
+entry that :mod:`s3convex.infra.provision` compares with what exists and writes; the helpers below
 merge ours into what others configured and normalise both sides for the comparison.
 """
 
@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AnyHttpUrl, SecretStr, ValidationError, field_validator
 
-from consumer.config import Settings, describe_validation_error
-from consumer.errors import ConfigError
+from s3convex.core.errors import ConfigError
+from s3convex.settings import Settings, describe_validation_error
 
 DAY = 24 * 3600
 # SQS's own default retention; stated explicitly so the DLQ's can be checked against it.
@@ -53,7 +53,7 @@ class InfraSettings(Settings):
 
 
 def load_infra_settings(**overrides: object) -> InfraSettings:
-    """Like :func:`consumer.config.load_settings`, for :class:`InfraSettings`."""
+    """Like :func:`s3convex.settings.load_settings`, for :class:`InfraSettings`."""
     try:
         return InfraSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

@@ -1,7 +1,7 @@
 """The bucket notification: our queue entry in the bucket's notification configuration.
 
 A bucket has one notification configuration, shared with whoever else configured it: ours is
-the queue entry found by :data:`~infra.desired.NOTIFICATION_ID`, and every other entry (queue,
+the queue entry found by :data:`~s3convex.infra.desired.NOTIFICATION_ID`, and every other entry (queue,
 topic, Lambda, EventBridge) is written back unchanged. It comes last because it names the main
 queue's ARN and S3 checks that the queue's policy lets the bucket send to it; while the queue
 is missing (``status`` only) the ARN is predicted from the DLQ's. ``remove`` takes only our
@@ -12,11 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.aws import aws_call
-from infra.buckets import BucketSteps
-from infra.desired import NOTIFICATION_ID, Desired, normalize_notification, sibling_queue_arn
-from infra.plan import Difference, Fix, Step
-from infra.queues import QueueSteps
+from s3convex.infra.aws import aws_call
+from s3convex.infra.buckets import BucketSteps
+from s3convex.infra.desired import (
+    NOTIFICATION_ID,
+    Desired,
+    normalize_notification,
+    sibling_queue_arn,
+)
+from s3convex.infra.plan import Difference, Fix, Step
+from s3convex.infra.queues import QueueSteps
 
 _NOTIFICATION_KINDS = (
     "QueueConfigurations",

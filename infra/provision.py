@@ -7,16 +7,16 @@ Four resources, always handled in this order because each needs the one before::
 and, when configured, two settings of the bucket: our CORS rule (``S3_CORS_ALLOWED_ORIGINS``;
 others' rules are kept) and default SSE-KMS encryption (``S3_KMS_KEY_ID``).
 
-Each resource has one *check* that reads what exists and returns a :class:`~infra.plan.Step`
+Each resource has one *check* that reads what exists and returns a :class:`~s3convex.infra.plan.Step`
 (plain data: ``none``/``create``/``update`` plus the differences) and, when something differs,
 the *fix* that makes it right. ``status`` runs the checks only; ``up`` runs check → fix one
 resource at a time, so every check sees what the fixes before it created and only differences
 are ever written: a second ``up`` finds nothing to do. Entries of others (notification
 configurations, queue policy statements) are kept; ours are found by fixed ids (see
-:mod:`infra.desired`). :class:`Provisioner` only orders the work: the checks and fixes are in
-:mod:`infra.buckets`, :mod:`infra.queues` and :mod:`infra.notification`, the clients and the
-mapping of botocore errors into the project's error tree in :mod:`infra.aws`, the reports in
-:mod:`infra.plan`.
+:mod:`s3convex.infra.desired`). :class:`Provisioner` only orders the work: the checks and fixes are in
+:mod:`s3convex.infra.buckets`, :mod:`s3convex.infra.queues` and :mod:`s3convex.infra.notification`, the clients and the
+mapping of botocore errors into the project's error tree in :mod:`s3convex.infra.aws`, the reports in
+:mod:`s3convex.infra.plan`.
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from consumer.config import Settings
-from consumer.errors import StorageError
-from infra.aws import _Missing, aws_call, make_clients
-from infra.buckets import BucketSteps
-from infra.desired import NOTIFICATION_ID, Desired
-from infra.notification import NotificationSteps
-from infra.plan import DownReport, Fix, Plan, Step, UpReport
-from infra.queues import QueueSteps
+from s3convex.infra.aws import _Missing, aws_call, make_clients
+from s3convex.infra.buckets import BucketSteps
+from s3convex.infra.desired import NOTIFICATION_ID, Desired
+from s3convex.infra.notification import NotificationSteps
+from s3convex.infra.plan import DownReport, Fix, Plan, Step, UpReport
+from s3convex.infra.queues import QueueSteps
+
+from s3convex.core.errors import StorageError
+from s3convex.settings import Settings
 
 
 class Provisioner:

@@ -1,9 +1,9 @@
 """The two queues: the DLQ, then the main queue with its redrive to the DLQ and its policy.
 
 The DLQ comes first because the main queue's ``RedrivePolicy`` names its ARN; the main queue's
-policy statement (found by :data:`~infra.desired.POLICY_SID`; others' statements are kept)
+policy statement (found by :data:`~s3convex.infra.desired.POLICY_SID`; others' statements are kept)
 names the queue's own ARN and so is written only once the queue exists. Each ``check_*`` reads
-the queue's attributes and returns its :class:`~infra.plan.Step` with the differences and a fix
+the queue's attributes and returns its :class:`~s3convex.infra.plan.Step` with the differences and a fix
 that sends only what differs (and the unchanged policy: see :meth:`QueueSteps._set`).
 ``SQS_QUEUE_URL``, when set, names the main queue exactly.
 """
@@ -13,16 +13,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from consumer.errors import StorageError
-from infra.aws import _Missing, aws_call
-from infra.desired import (
+from s3convex.infra.aws import _Missing, aws_call
+from s3convex.infra.desired import (
     Desired,
     find_statement,
     merge_statement,
     normalize_statement,
     sibling_queue_arn,
 )
-from infra.plan import Difference, Fix, Step
+from s3convex.infra.plan import Difference, Fix, Step
+
+from s3convex.core.errors import StorageError
 
 
 class QueueSteps:

@@ -8,7 +8,7 @@
 #   LOCALSTACK_VENV           LocalStack's own venv, created if missing (.localstack/venv)
 #   LOCALSTACK_PYTHON         Python 3.13 to create it with (default: pyenv's 3.13.x)
 #   LOCALSTACK_START_TIMEOUT  seconds to wait for health and init hooks (90)
-#   S3CONVEX_PROVISION        1: the ready hook runs `python -m infra up` (default); 0: skip
+#   S3CONVEX_PROVISION        1: the ready hook runs `python -m s3convex infra up` (default); 0: skip
 #   S3CONVEX_PYTHON           the project's Python for that hook (.venv/bin/python, else python3)
 #   Any LocalStack option (S3_SKIP_SIGNATURE_VALIDATION=0, DEBUG=1, ...) is passed through;
 #   the project's settings (S3_BUCKET, SQS_QUEUE_NAME, ...) reach the hook through the

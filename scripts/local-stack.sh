@@ -54,7 +54,7 @@ start_convex() {
     : > "$CONVEX_LOG"
     CONVEX_LOCAL_PORT=$CONVEX_LOCAL_PORT CONVEX_LOCAL_ADMIN_KEY=$(admin_key) \
     CONVEX_LOCAL_STATE=$STATE/convex-state.json \
-        setsid node_modules/.bin/tsx infra/convex_local/server.ts >>"$CONVEX_LOG" 2>&1 < /dev/null &
+        setsid node_modules/.bin/tsx convex_local/server.ts >>"$CONVEX_LOG" 2>&1 < /dev/null &
     echo $! > "$CONVEX_PID"
     for _ in $(seq 1 300); do
         if grep -q '"event":"listening"' "$CONVEX_LOG" 2>/dev/null; then return; fi

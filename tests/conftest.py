@@ -1,7 +1,7 @@
 """Shared fixtures: the real local servers every integration test talks to.
 
 - S3 + SQS: moto or LocalStack, chosen once per session with ``--backend`` (``tests/backends.py``).
-- Convex: the project's local Convex server (``infra/convex_local``), running ``convex/``.
+- Convex: the project's local Convex server (``convex_local``), running ``convex/``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from consumer.convex_client import ConvexClient
-from infra.local_convex import LocalConvex, start_local_convex
+from convex_local.launcher import LocalConvex, start_local_convex
+from s3convex.adapters.convex import ConvexClient
 
 pytest_plugins = ["tests.backends"]
 
@@ -54,8 +54,7 @@ async def convex(convex_server: LocalConvex) -> AsyncIterator[ConvexClient]:
 def metric_reader():
     """An in-memory OpenTelemetry reader; the global provider can be set once per process."""
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-    from consumer.telemetry import configure_metrics
+    from s3convex.consumer.telemetry import configure_metrics
 
     reader = InMemoryMetricReader()
     configure_metrics(reader)
@@ -66,8 +65,9 @@ def metric_reader():
 async def stack(aws_resources, convex_server: LocalConvex, convex: ConvexClient,
                 monkeypatch: pytest.MonkeyPatch):
     """Provisioned bucket + queue + DLQ + notifications, and settings pointing at Convex."""
-    from infra.desired import load_infra_settings
-    from infra.provision import Provisioner
+    from s3convex.infra.desired import load_infra_settings
+    from s3convex.infra.provision import Provisioner
+
     from tests.stack import TEST_TUNING, Stack
 
     env = {

@@ -32,7 +32,7 @@ async def run_cli(stack: Stack, *args: str, env: dict[str, str] | None = None,
     the commands print JSON)."""
     def run() -> CliResult:
         done = subprocess.run(
-            [sys.executable, "-m", "consumer", *args], cwd=ROOT,
+            [sys.executable, "-m", "s3convex", *args], cwd=ROOT,
             env={**os.environ, **stack.env, "S3CONVEX_REPLAY_WAIT": "0", **(env or {})},
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
         )

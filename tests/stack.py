@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from consumer.config import Settings
-from consumer.convex_client import ConvexClient
-from consumer.daemon import Daemon
+from s3convex.consumer.daemon import Daemon
+
+from s3convex.adapters.convex import ConvexClient
+from s3convex.settings import Settings
 from tests.backends import AwsResources
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,7 +131,7 @@ class Stack:
         env = {**os.environ, **self.env, **(extra_env or {})}
         with log_path.open("a") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "consumer", "run", *args],
+                [sys.executable, "-m", "s3convex", "run", *args],
                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, text=True,
             )
 

@@ -18,9 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from consumer.access import AssetAccess
-from consumer.aws import open_clients
-from consumer.errors import AccessDenied, AssetGone, AssetNotFound
+from s3convex.access import AssetAccess
+from s3convex.adapters.aws import open_clients
+from s3convex.core.errors import AccessDenied, AssetGone, AssetNotFound
 from tests.stack import ROOT, Stack
 
 pytestmark = pytest.mark.e2e
@@ -126,7 +126,7 @@ async def test_a_deleted_asset_is_gone_with_when(stack: Stack, access: AssetAcce
 
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **stack.env, "S3CONVEX_ACTOR": "ops@test"}
-    return subprocess.run([sys.executable, "-m", "consumer", "url", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "s3convex", "url", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -20,10 +20,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
+from s3convex.consumer.daemon import url_source
+from s3convex.consumer.url_refresh import UrlRefresher
 
-from consumer.aws import open_clients
-from consumer.daemon import url_source
-from consumer.url_refresh import UrlRefresher
+from s3convex.adapters.aws import open_clients
 from tests.stack import Stack
 
 pytestmark = pytest.mark.e2e

@@ -11,16 +11,16 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from s3convex.handlers.context import HandlerContext
+from s3convex.handlers.objects import on_object_created, on_object_removed
 
-from consumer.config import SEVEN_DAYS, load_settings
-from consumer.errors import ConfigError, StorageError
-from consumer.models import ObjectEvent
-from handlers.asset import etag_kind
-from handlers.context import HandlerContext
-from handlers.layout import DEFAULT_LAYOUT, OUTSIDE, KeyInfo, KeyLayout, file_kind
-from handlers.objects import on_object_created, on_object_removed
-from handlers.store import ObjectHead
-from handlers.urls import FallbackUrls, PublicUrls, UrlError, public_url
+from s3convex.adapters.s3_store import ObjectHead
+from s3convex.adapters.urls import FallbackUrls, PublicUrls, UrlError, public_url
+from s3convex.core.asset import etag_kind
+from s3convex.core.errors import ConfigError, StorageError
+from s3convex.core.events import ObjectEvent
+from s3convex.core.layout import DEFAULT_LAYOUT, OUTSIDE, KeyInfo, KeyLayout, file_kind
+from s3convex.settings import SEVEN_DAYS, load_settings
 
 DEFAULT = KeyLayout.default()
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from consumer.config import load_settings
-from consumer.errors import ConfigError
+from s3convex.core.errors import ConfigError
+from s3convex.settings import load_settings
 
 GOOD = {
     "S3_BUCKET": "video-assets",
@@ -81,7 +81,7 @@ def test_cli_bad_config_is_one_line_and_exit_2(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("S3_", "CONVEX_", "SQS_"))}
     env.update(GOOD, CONVEX_URL="notaurl")
     result = subprocess.run(
-        [sys.executable, "-m", "consumer", "config"],
+        [sys.executable, "-m", "s3convex", "config"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2
@@ -93,7 +93,7 @@ def test_cli_bad_config_is_one_line_and_exit_2(tmp_path) -> None:
 
 def test_cli_usage_error_exits_2_without_traceback(tmp_path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "consumer", "run", "--no-such-flag"],
+        [sys.executable, "-m", "s3convex", "run", "--no-such-flag"],
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from consumer.convex_client import ConvexClient
-from infra.local_convex import start_local_convex
+from convex_local.launcher import start_local_convex
+from s3convex.adapters.convex import ConvexClient
 from tests.stack import Stack
 
 pytestmark = pytest.mark.e2e

@@ -8,8 +8,8 @@ import time
 import pytest
 from pydantic import SecretStr
 
-from consumer.convex_client import ConvexClient, decode_value, encode_value
-from consumer.errors import (
+from s3convex.adapters.convex import ConvexClient, decode_value, encode_value
+from s3convex.core.errors import (
     ConvexFunctionError,
     ConvexRequestError,
     ConvexUnavailable,
@@ -62,7 +62,7 @@ async def test_injected_overload_is_retried_then_succeeds(
     convex_server, convex_faults, caplog: pytest.LogCaptureFixture, fault: str
 ) -> None:
     convex_faults(**{fault: 0.6})
-    caplog.set_level(logging.WARNING, logger="consumer.convex_client")
+    caplog.set_level(logging.WARNING, logger="s3convex.adapters.convex")
     async with ConvexClient(
         convex_server.url, SecretStr(convex_server.admin_key),
         attempts=40, backoff_base=0.001, backoff_cap=0.005,

@@ -6,9 +6,9 @@ import io
 
 import pytest
 from rich.console import Console
+from s3convex.consumer.ops import assets as assets_cli
+from s3convex.consumer.ops.assets import AssetView
 
-from consumer.ops import assets as assets_cli
-from consumer.ops.assets import AssetView
 from tests.ops_support import run_cli
 from tests.stack import Stack
 

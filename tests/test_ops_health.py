@@ -7,11 +7,11 @@ import socket
 
 import httpx
 import pytest
+from s3convex.consumer.daemon import Daemon
+from s3convex.consumer.probes import Readiness
 
-from consumer.aws import open_clients
-from consumer.convex_client import ConvexClient
-from consumer.daemon import Daemon
-from consumer.probes import Readiness
+from s3convex.adapters.aws import open_clients
+from s3convex.adapters.convex import ConvexClient
 from tests.ops_support import run_cli
 from tests.stack import Stack
 

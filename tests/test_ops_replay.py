@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from s3convex.consumer.ops.dlq import Selection, describe_body
+from s3convex.consumer.ops.dlq_attributes import REPLAY_COUNT_ATTRIBUTE
+from s3convex.consumer.ops.replayer import Replayer
 
-from consumer.aws import open_clients
-from consumer.ops.dlq import Selection, describe_body
-from consumer.ops.dlq_attributes import REPLAY_COUNT_ATTRIBUTE
-from consumer.ops.replayer import Replayer
+from s3convex.adapters.aws import open_clients
 from tests.ops_support import release_all, run_cli, s3_event
 from tests.stack import Stack
 

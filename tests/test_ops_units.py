@@ -10,28 +10,28 @@ from typing import Any
 
 import pytest
 import typer
-
-from consumer.errors import PermanentError
-from consumer.ops.assets import AssetFilter, parse_location
-from consumer.ops.dlq import DlqMessage, Selection, describe_body
-from consumer.ops.dlq_attributes import (
+from s3convex.consumer.ops.assets import AssetFilter, parse_location
+from s3convex.consumer.ops.dlq import DlqMessage, Selection, describe_body
+from s3convex.consumer.ops.dlq_attributes import (
     REPLAY_COUNT_ATTRIBUTE,
     attributes_from_json,
     attributes_to_json,
     with_replay_count,
 )
-from consumer.ops.dlq_files import read_import_file
-from consumer.ops.output import parse_duration, parse_rate
-from consumer.ops.pacing import RateLimiter, next_slot
-from consumer.ops.reconcile_merge import (
+from s3convex.consumer.ops.dlq_files import read_import_file
+from s3convex.consumer.ops.output import parse_duration, parse_rate
+from s3convex.consumer.ops.pacing import RateLimiter, next_slot
+from s3convex.consumer.ops.reconcile_merge import (
     S3Object,
     ascending,
     effective_prefix,
     judge,
     merge_by_key,
 )
-from consumer.ops.sqs_batch import entry_bytes, size_batches
-from consumer.probes import ProbeServer, Readiness
+from s3convex.consumer.probes import ProbeServer, Readiness
+
+from s3convex.adapters.sqs_batch import entry_bytes, size_batches
+from s3convex.core.errors import PermanentError
 from tests.ops_support import s3_event
 
 NOW = 1_800_000_000_000

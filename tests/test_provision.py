@@ -12,12 +12,9 @@ from urllib.parse import unquote_plus
 import httpx
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
-from typer.testing import CliRunner
-
-from consumer.errors import StorageError, StorageUnavailable
-from infra.aws import aws_call, make_clients
-from infra.cli import app
-from infra.desired import (
+from s3convex.infra.aws import aws_call, make_clients
+from s3convex.infra.cli import app
+from s3convex.infra.desired import (
     CORS_RULE_ID,
     DLQ_RETENTION_SECONDS,
     NOTIFICATION_ID,
@@ -27,7 +24,10 @@ from infra.desired import (
     InfraSettings,
     normalize_notification,
 )
-from infra.provision import Provisioner
+from s3convex.infra.provision import Provisioner
+from typer.testing import CliRunner
+
+from s3convex.core.errors import StorageError, StorageUnavailable
 from tests.backends import AwsResources
 
 # Attributes that change by themselves (counters) and so say nothing about what `up` wrote.

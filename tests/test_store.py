@@ -25,9 +25,9 @@ from aiobotocore.credentials import AioCredentials
 from aiobotocore.session import get_session
 from aiohttp import web
 
-from consumer.aws import open_clients
-from handlers.signed_head import GONE, PROBE_KEY, SignedHead
-from handlers.store import S3ObjectStore
+from s3convex.adapters.aws import open_clients
+from s3convex.adapters.s3_store import S3ObjectStore
+from s3convex.adapters.signed_head import GONE, PROBE_KEY, SignedHead
 from tests.stack import AWKWARD_KEYS, Stack
 
 pytestmark = pytest.mark.e2e

@@ -6,13 +6,18 @@ import asyncio
 import random
 
 import pytest
+from s3convex.consumer.batching import MicroBatcher
+from s3convex.consumer.retry import RetryPolicy, decide
 
-from consumer.backoff import backoff_delay
-from consumer.batching import MicroBatcher
-from consumer.errors import ConvexUnavailable, PermanentError, PoisonMessage, StorageUnavailable
-from consumer.retry import RetryPolicy, decide
-from handlers.asset import etag_kind
-from handlers.urls import public_url
+from s3convex.adapters.urls import public_url
+from s3convex.core.asset import etag_kind
+from s3convex.core.backoff import backoff_delay
+from s3convex.core.errors import (
+    ConvexUnavailable,
+    PermanentError,
+    PoisonMessage,
+    StorageUnavailable,
+)
 
 
 def test_backoff_grows_is_jittered_and_capped() -> None:
@@ -100,8 +105,8 @@ async def test_batcher_flush_error_reaches_every_caller_of_that_batch() -> None:
 def test_aws_errors_map_to_the_two_roots() -> None:
     from botocore.exceptions import ClientError, EndpointConnectionError
 
-    from consumer.aws import map_aws_error
-    from consumer.errors import StorageError
+    from s3convex.adapters.aws import map_aws_error
+    from s3convex.core.errors import StorageError
 
     def client_error(code: str, status: int) -> ClientError:
         return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
@@ -120,7 +125,7 @@ def test_log_lines_are_json_with_context_and_no_secrets() -> None:
     import json
     import logging
 
-    from consumer.logs import configure_logging, log_context, redact
+    from s3convex.consumer.logs import configure_logging, log_context, redact
 
     stream = io.StringIO()
     configure_logging("INFO", stream)

@@ -15,9 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-
-from consumer.convex_client import ConvexClient
-from consumer.ops.output import (
+from s3convex.consumer.ops.output import (
     JsonOption,
     console,
     human_bytes,
@@ -26,6 +24,8 @@ from consumer.ops.output import (
     print_json,
     wants_json,
 )
+
+from s3convex.adapters.convex import ConvexClient
 
 STATUSES = ("available", "deleted", "failed")
 MAX_SCAN = 50_000  # records read by one `list` at most, whatever the filters
@@ -125,7 +125,7 @@ app = typer.Typer(name="assets", help="Read asset records from Convex.", no_args
 
 
 def _convex() -> ConvexClient:
-    from consumer.config import load_settings
+    from s3convex.settings import load_settings
 
     settings = load_settings()
     return ConvexClient(settings.convex_base_url, settings.convex_deploy_key, timeout=settings.convex_timeout)
@@ -164,7 +164,7 @@ def list_command(
     json_output: JsonOption = False,
 ) -> None:
     """Asset records by session, status or key prefix."""
-    from consumer.config import load_settings
+    from s3convex.settings import load_settings
 
     if status is not None and status not in STATUSES:
         raise typer.BadParameter(f"--status must be one of {', '.join(STATUSES)}")
@@ -237,5 +237,5 @@ def _print_view(view: AssetView) -> None:
 
 
 def register(root: typer.Typer) -> None:
-    """Mount as ``s3convex assets`` (see ``consumer.cli.COMMAND_MODULES``)."""
+    """Mount as ``s3convex assets`` (see ``s3convex.consumer.cli.COMMAND_MODULES``)."""
     root.add_typer(app, name="assets")

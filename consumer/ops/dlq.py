@@ -3,10 +3,10 @@
 :class:`DlqMessage` wraps one received DLQ message: its body, its attributes, and — decoded on
 first use with the consumer's own decoder — the buckets, keys and event names it is about.
 :class:`Selection` is what ``list``/``replay``/``export`` filter by. Reading the queue without
-losing anything is :mod:`consumer.ops.dlq_scanner`; attributes and the replay count are
-:mod:`consumer.ops.dlq_attributes`; SQS batch calls are :mod:`consumer.ops.sqs_batch`.
+losing anything is :mod:`s3convex.consumer.ops.dlq_scanner`; attributes and the replay count are
+:mod:`s3convex.consumer.ops.dlq_attributes`; SQS batch calls are :mod:`s3convex.adapters.sqs_batch`.
 
-What a DLQ message carries (set by :mod:`consumer.ack` when the consumer dead-letters it):
+What a DLQ message carries (set by :mod:`s3convex.consumer.ack` when the consumer dead-letters it):
 ``s3convex.failure-reason``, ``s3convex.source-message-id``, ``s3convex.receive-count``,
 ``s3convex.failed-at``; a message moved by SQS's own redrive (maxReceiveCount) has none of
 them, only ``DeadLetterQueueSourceArn`` on AWS and LocalStack. Replays add
@@ -21,19 +21,20 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
-from consumer.ack import (
+from s3convex.consumer.ack import (
     FAILED_AT_ATTRIBUTE,
     REASON_ATTRIBUTE,
     RECEIVES_ATTRIBUTE,
     SOURCE_ID_ATTRIBUTE,
 )
-from consumer.decode import Decoder
-from consumer.errors import PoisonMessage
-from consumer.ops.dlq_attributes import (
+from s3convex.consumer.decode import Decoder
+from s3convex.consumer.ops.dlq_attributes import (
     REPLAY_COUNT_ATTRIBUTE,
     attributes_to_json,
     clean_attributes,
 )
+
+from s3convex.core.errors import PoisonMessage
 
 Described = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str | None]
 
@@ -197,7 +198,7 @@ class Selection:
 def describe_body(body: str) -> Described:
     """(buckets, keys, event names, decode error) of a message body.
 
-    Decoded by the consumer's own :class:`~consumer.decode.Decoder`, told to accept every
+    Decoded by the consumer's own :class:`~s3convex.consumer.decode.Decoder`, told to accept every
     bucket the body names, so a message dead-lettered for its bucket still shows its keys.
     """
     buckets = _buckets_named(body)

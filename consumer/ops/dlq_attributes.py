@@ -12,7 +12,7 @@ import base64
 import logging
 from typing import Any
 
-from consumer.ack import (
+from s3convex.consumer.ack import (
     FAILED_AT_ATTRIBUTE,
     REASON_ATTRIBUTE,
     RECEIVES_ATTRIBUTE,

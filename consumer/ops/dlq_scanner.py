@@ -2,7 +2,7 @@
 
 Looking at an SQS message means receiving it, which hides it. :class:`DlqScanner` receives
 with a visibility timeout, keeps what it holds hidden with the consumer's own
-:class:`~consumer.heartbeat.VisibilityHeartbeat` (so a long scan never sees a message twice and
+:class:`~s3convex.consumer.heartbeat.VisibilityHeartbeat` (so a long scan never sees a message twice and
 no other reader grabs one mid-look), and on exit makes everything it still holds visible again
 at once. A scan only adds one to each message's ``ApproximateReceiveCount`` on the DLQ, which
 has no redrive policy of its own.
@@ -16,11 +16,12 @@ import logging
 import time
 from typing import Any
 
-from consumer.aws import map_aws_error
-from consumer.heartbeat import VisibilityHeartbeat
-from consumer.inflight import InFlightMessage
-from consumer.ops.dlq import DlqMessage
-from consumer.ops.sqs_batch import delete_batch
+from s3convex.consumer.heartbeat import VisibilityHeartbeat
+from s3convex.consumer.inflight import InFlightMessage
+from s3convex.consumer.ops.dlq import DlqMessage
+
+from s3convex.adapters.aws import map_aws_error
+from s3convex.adapters.sqs_batch import delete_batch
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ _SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "DeadLetterQue
 
 class _Held:
     """What a scan holds hidden, in the shape :class:`VisibilityHeartbeat` reads
-    (``snapshot`` and ``done``, as :class:`~consumer.inflight.InFlight` has them)."""
+    (``snapshot`` and ``done``, as :class:`~s3convex.consumer.inflight.InFlight` has them)."""
 
     def __init__(self) -> None:
         self._by_handle: dict[str, InFlightMessage] = {}

@@ -26,14 +26,14 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
+from s3convex.consumer.ops.output import JsonOption, console, print_json, wants_json
+from s3convex.consumer.ops.reconcile import S3Object, judge, s3_pages
 
-from consumer.aws import AwsClients, map_aws_error
-from consumer.config import Settings
-from consumer.convex_client import ConvexClient
-from consumer.errors import ConvexFunctionError, StorageError, SyncError
-from consumer.ops.output import JsonOption, console, print_json, wants_json
-from consumer.ops.reconcile import S3Object, judge, s3_pages
-from consumer.ops.sqs_batch import queue_depth
+from s3convex.adapters.aws import AwsClients, map_aws_error
+from s3convex.adapters.convex import ConvexClient
+from s3convex.adapters.sqs_batch import queue_depth
+from s3convex.core.errors import ConvexFunctionError, StorageError, SyncError
+from s3convex.settings import Settings
 
 Status = Literal["ok", "warn", "fail", "skipped"]
 
@@ -173,7 +173,7 @@ class HealthChecker:
         return Check("dlq", "ok", f"{name}: empty", depth)
 
     async def _check_notification(self) -> Check:
-        from infra.desired import NOTIFICATION_ID, Desired, normalize_notification
+        from s3convex.infra.desired import NOTIFICATION_ID, Desired, normalize_notification
 
         queue_arn = await self._queue_arn
         try:
@@ -249,8 +249,8 @@ def health_command(
     json_output: JsonOption = False,
 ) -> None:
     """Check S3, both queues, the notification, Convex and a sample; exit 0 healthy, 1 not."""
-    from consumer.aws import open_clients
-    from consumer.config import load_settings
+    from s3convex.adapters.aws import open_clients
+    from s3convex.settings import load_settings
 
     settings = load_settings()
 
@@ -280,5 +280,5 @@ def health_command(
 
 
 def register(root: typer.Typer) -> None:
-    """Mount as ``s3convex health`` (see ``consumer.cli.COMMAND_MODULES``)."""
+    """Mount as ``s3convex health`` (see ``s3convex.consumer.cli.COMMAND_MODULES``)."""
     root.command("health")(health_command)

@@ -13,10 +13,10 @@ ordering and idempotency hold: a real event newer than the fix still wins, and t
 reported as unresolved.
 
 This module holds only the command: it parses flags, opens the clients and prints. The work is
-in :mod:`consumer.ops.reconcile_merge` (the two streams and the drift between them),
-:mod:`consumer.ops.reconciler` (the run and its summary) and
-:mod:`consumer.ops.reconcile_fixer` (drift turned into events); ``S3Object``, ``judge`` and
-``s3_pages`` stay importable from here (``consumer.ops.health`` uses them).
+in :mod:`s3convex.consumer.ops.reconcile_merge` (the two streams and the drift between them),
+:mod:`s3convex.consumer.ops.reconciler` (the run and its summary) and
+:mod:`s3convex.consumer.ops.reconcile_fixer` (drift turned into events); ``S3Object``, ``judge`` and
+``s3_pages`` stay importable from here (``s3convex.consumer.ops.health`` uses them).
 """
 
 from __future__ import annotations
@@ -29,11 +29,18 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from s3convex.consumer.ops.output import (
+    JsonOption,
+    console,
+    now_ms,
+    print_json,
+    progress,
+    wants_json,
+)
+from s3convex.consumer.ops.reconcile_merge import Drift, S3Object, effective_prefix, judge, s3_pages
+from s3convex.consumer.ops.reconciler import Reconciler, ReconcileSummary
 
-from consumer.convex_client import ConvexClient
-from consumer.ops.output import JsonOption, console, now_ms, print_json, progress, wants_json
-from consumer.ops.reconcile_merge import Drift, S3Object, effective_prefix, judge, s3_pages
-from consumer.ops.reconciler import Reconciler, ReconcileSummary
+from s3convex.adapters.convex import ConvexClient
 
 __all__ = ["S3Object", "judge", "reconcile_command", "register", "s3_pages"]
 
@@ -53,9 +60,10 @@ def reconcile_command(
     json_output: JsonOption = False,
 ) -> None:
     """Compare S3 with Convex (missing, gone, changed); exit 0 consistent, 1 drift found."""
-    from consumer.aws import open_clients
-    from consumer.config import load_settings
-    from consumer.daemon import url_source
+    from s3convex.consumer.daemon import url_source
+
+    from s3convex.adapters.aws import open_clients
+    from s3convex.settings import load_settings
 
     settings = load_settings()
     listing_prefix = effective_prefix(settings.s3_notification_prefix, prefix)
@@ -124,5 +132,5 @@ def _print_table(summary: ReconcileSummary, drifts: list[Drift]) -> None:
 
 
 def register(root: typer.Typer) -> None:
-    """Mount as ``s3convex reconcile`` (see ``consumer.cli.COMMAND_MODULES``)."""
+    """Mount as ``s3convex reconcile`` (see ``s3convex.consumer.cli.COMMAND_MODULES``)."""
     root.command("reconcile")(reconcile_command)

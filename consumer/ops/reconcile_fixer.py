@@ -1,7 +1,7 @@
 """The fixer: turn drift into events and apply them through ``assets:applyEvents``.
 
 A repair goes through the consumer's own path — the handlers build the same
-:class:`~handlers.asset.AssetChange` (HeadObject, URL) and ``assets:applyEvents`` applies it —
+:class:`~s3convex.core.asset.AssetChange` (HeadObject, URL) and ``assets:applyEvents`` applies it —
 so ordering and idempotency hold: a ``created`` change carries the object's ``LastModified``
 as its eventTime and a ``removed`` one the moment its absence was confirmed, and a real event
 newer than either still wins. Such a fix comes back ``stale`` and is reported as unresolved.
@@ -17,19 +17,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from consumer.apply import ConvexApplier
-from consumer.convex_client import ConvexClient
-from consumer.dispatch import Dispatcher
-from consumer.errors import PermanentError, RetryableError
-from consumer.models import ObjectEvent
-from consumer.ops.output import now_ms
-from consumer.ops.reconcile_merge import Drift
-from handlers.context import HandlerContext
-from handlers.layout import KeyLayout
-from handlers.objects import registry
-from handlers.signed_head import SignedHead
-from handlers.store import S3ObjectStore
-from handlers.urls import UrlSource
+from s3convex.consumer.apply import ConvexApplier
+from s3convex.consumer.dispatch import Dispatcher
+from s3convex.consumer.ops.output import now_ms
+from s3convex.consumer.ops.reconcile_merge import Drift
+from s3convex.handlers.context import HandlerContext
+from s3convex.handlers.objects import registry
+
+from s3convex.adapters.convex import ConvexClient
+from s3convex.adapters.s3_store import S3ObjectStore
+from s3convex.adapters.signed_head import SignedHead
+from s3convex.adapters.urls import UrlSource
+from s3convex.core.errors import PermanentError, RetryableError
+from s3convex.core.events import ObjectEvent
+from s3convex.core.layout import KeyLayout
 
 CREATED_EVENT = "ObjectCreated:Reconcile"
 REMOVED_EVENT = "ObjectRemoved:Reconcile"

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from consumer.aws import map_aws_error
-from consumer.convex_client import ConvexClient
-from consumer.errors import PermanentError
-from consumer.ops.output import iso_ms
+from s3convex.consumer.ops.output import iso_ms
+
+from s3convex.adapters.aws import map_aws_error
+from s3convex.adapters.convex import ConvexClient
+from s3convex.core.errors import PermanentError
 
 T = TypeVar("T")
 LIST_BY_BUCKET = "assets:listByBucket"

@@ -1,9 +1,9 @@
 """The run: walk the merge of S3 and Convex for one bucket, count the drift, hand it to the fixer.
 
-:class:`Reconciler` reads the two streams of :mod:`consumer.ops.reconcile_merge` and judges
+:class:`Reconciler` reads the two streams of :mod:`s3convex.consumer.ops.reconcile_merge` and judges
 each key. Without ``fix``, ``missing`` and ``changed`` drift is counted and reported as found;
 ``gone`` drift, and with ``fix`` every kind, is gathered into batches that
-:class:`~consumer.ops.reconcile_fixer.DriftFixer` confirms (HeadObject) and repairs, and is
+:class:`~s3convex.consumer.ops.reconcile_fixer.DriftFixer` confirms (HeadObject) and repairs, and is
 reported once its batch is settled. Nothing grows with the bucket but the counters of
 :class:`ReconcileSummary`, which is plain data: what the command prints.
 """
@@ -14,10 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumer.convex_client import ConvexClient
-from consumer.ops.output import iso_ms, new_run_id, now_ms
-from consumer.ops.reconcile_fixer import DriftFixer
-from consumer.ops.reconcile_merge import (
+from s3convex.consumer.ops.output import iso_ms, new_run_id, now_ms
+from s3convex.consumer.ops.reconcile_fixer import DriftFixer
+from s3convex.consumer.ops.reconcile_merge import (
     Drift,
     ascending,
     convex_pages,
@@ -26,9 +25,11 @@ from consumer.ops.reconcile_merge import (
     prefetched,
     s3_pages,
 )
-from handlers.layout import KeyLayout
-from handlers.signed_head import SignedHead
-from handlers.urls import UrlSource
+
+from s3convex.adapters.convex import ConvexClient
+from s3convex.adapters.signed_head import SignedHead
+from s3convex.adapters.urls import UrlSource
+from s3convex.core.layout import KeyLayout
 
 
 @dataclass

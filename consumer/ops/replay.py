@@ -15,8 +15,8 @@ no dry run. Here:
 - ``runs`` lists the audit rows.
 
 This module holds only the commands: they parse flags, open the clients and print. The work is
-in :mod:`consumer.ops.replayer` (the mover), :mod:`consumer.ops.replay_audit` (the audit row)
-and :mod:`consumer.ops.dlq_files` (export and import), which return plain reports;
+in :mod:`s3convex.consumer.ops.replayer` (the mover), :mod:`s3convex.consumer.ops.replay_audit` (the audit row)
+and :mod:`s3convex.consumer.ops.dlq_files` (export and import), which return plain reports;
 ``Replayer``, ``ReplayAudit`` and ``audited`` stay importable from here (the benchmark
 uses them).
 """
@@ -31,11 +31,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-
-from consumer.convex_client import ConvexClient
-from consumer.ops.dlq import DlqMessage, Selection
-from consumer.ops.dlq_files import Importer, ImportReport, export_messages
-from consumer.ops.output import (
+from s3convex.consumer.ops.dlq import DlqMessage, Selection
+from s3convex.consumer.ops.dlq_files import Importer, ImportReport, export_messages
+from s3convex.consumer.ops.output import (
     JsonOption,
     console,
     human_age,
@@ -48,8 +46,10 @@ from consumer.ops.output import (
     progress,
     wants_json,
 )
-from consumer.ops.replay_audit import LIST_RUNS, ReplayAudit, audited
-from consumer.ops.replayer import Replayer, ReplayReport
+from s3convex.consumer.ops.replay_audit import LIST_RUNS, ReplayAudit, audited
+from s3convex.consumer.ops.replayer import Replayer, ReplayReport
+
+from s3convex.adapters.convex import ConvexClient
 
 app = typer.Typer(
     name="replay",
@@ -93,10 +93,11 @@ def _selection(keys: list[str] | None, events: list[str] | None, reasons: list[s
 async def _with_queues(work: Callable[[Any, str, str, Any], Awaitable[Any]], *,
                        need_convex: bool = False) -> Any:
     """Open AWS (and Convex) clients from the settings and hand ``work`` the queue URLs."""
-    from consumer.aws import open_clients
-    from consumer.config import load_settings
-    from consumer.daemon import resolve_queues
-    from infra.desired import load_infra_settings
+    from s3convex.consumer.daemon import resolve_queues
+    from s3convex.infra.desired import load_infra_settings
+
+    from s3convex.adapters.aws import open_clients
+    from s3convex.settings import load_settings
 
     settings = load_settings() if need_convex else load_infra_settings()
     async with open_clients(settings, max_pool_connections=32) as aws:
@@ -310,7 +311,7 @@ def runs_command(
     json_output: JsonOption = False,
 ) -> None:
     """The latest replay runs recorded in Convex (the audit trail)."""
-    from consumer.config import load_settings
+    from s3convex.settings import load_settings
 
     settings = load_settings()
 
@@ -334,5 +335,5 @@ def runs_command(
 
 
 def register(root: typer.Typer) -> None:
-    """Mount as ``s3convex replay`` (see ``consumer.cli.COMMAND_MODULES``)."""
+    """Mount as ``s3convex replay`` (see ``s3convex.consumer.cli.COMMAND_MODULES``)."""
     root.add_typer(app, name="replay")

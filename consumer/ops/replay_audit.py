@@ -1,7 +1,7 @@
 """The audit trail of replays: a ``replayRuns`` row in Convex before a run moves anything, and again with its outcome.
 
 :class:`ReplayAudit` writes the row (``operations:recordReplayRun``) from a
-:class:`~consumer.ops.replayer.ReplayReport`, naming the operator and host; :func:`audited`
+:class:`~s3convex.consumer.ops.replayer.ReplayReport`, naming the operator and host; :func:`audited`
 runs the work between the two writes — the first must succeed, so nothing moves unaudited, and
 the outcome is written whatever happened to the work. ``s3convex replay runs`` reads the rows
 back with ``operations:listReplayRuns``.
@@ -14,9 +14,10 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from consumer.convex_client import ConvexClient
-from consumer.ops.output import now_ms
-from consumer.ops.replayer import ReplayReport, current_operator
+from s3convex.consumer.ops.output import now_ms
+from s3convex.consumer.ops.replayer import ReplayReport, current_operator
+
+from s3convex.adapters.convex import ConvexClient
 
 RECORD_RUN = "operations:recordReplayRun"
 LIST_RUNS = "operations:listReplayRuns"

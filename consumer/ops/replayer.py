@@ -1,12 +1,12 @@
 """The mover: select DLQ messages and move them back to the source queue, without losing one.
 
-:class:`Replayer` scans the DLQ with :class:`~consumer.ops.dlq_scanner.DlqScanner` (whatever it
+:class:`Replayer` scans the DLQ with :class:`~s3convex.consumer.ops.dlq_scanner.DlqScanner` (whatever it
 looks at but does not move becomes visible again at once when the run ends), keeps the messages
-its :class:`~consumer.ops.dlq.Selection` matches, and — unless it is a dry run — *sends* each to
+its :class:`~s3convex.consumer.ops.dlq.Selection` matches, and — unless it is a dry run — *sends* each to
 the source queue with its body and attributes unchanged plus ``s3convex.replay-count``, and
 deletes the DLQ copy only once the send succeeded: a crash in between leaves a duplicate
 (applying is idempotent), never a loss. Its :class:`ReplayReport` is plain data: what the
-commands print and what :mod:`consumer.ops.replay_audit` writes to Convex.
+commands print and what :mod:`s3convex.consumer.ops.replay_audit` writes to Convex.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from consumer.ops.dlq import DlqMessage, Selection
-from consumer.ops.dlq_attributes import with_replay_count
-from consumer.ops.dlq_scanner import DlqScanner
-from consumer.ops.output import iso_ms, new_run_id, now_ms
-from consumer.ops.pacing import RateLimiter
-from consumer.ops.sqs_batch import Outgoing, entry_bytes, queue_depth, send_batch, size_batches
+from s3convex.consumer.ops.dlq import DlqMessage, Selection
+from s3convex.consumer.ops.dlq_attributes import with_replay_count
+from s3convex.consumer.ops.dlq_scanner import DlqScanner
+from s3convex.consumer.ops.output import iso_ms, new_run_id, now_ms
+from s3convex.consumer.ops.pacing import RateLimiter
+
+from s3convex.adapters.sqs_batch import Outgoing, entry_bytes, queue_depth, send_batch, size_batches
 
 MAX_AUDIT_IDS = 1000  # convex/operations.ts MAX_MOVED_IDS
 

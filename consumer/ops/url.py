@@ -25,8 +25,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from consumer.config import Settings, load_settings
-from consumer.convex_client import ConvexClient
+from s3convex.adapters.convex import ConvexClient
+from s3convex.settings import Settings, load_settings
 
 T = TypeVar("T")
 
@@ -65,8 +65,8 @@ def get(
     json_output: JsonOption = False,
 ) -> None:
     """Print a URL PRINCIPAL may use for KEY (exit 1, no URL, when denied or gone)."""
-    from consumer.access import AssetAccess
-    from consumer.aws import open_clients
+    from s3convex.access import AssetAccess
+    from s3convex.adapters.aws import open_clients
 
     async def issue(settings: Settings, convex: ConvexClient) -> Any:
         async with open_clients(settings, max_pool_connections=4) as aws:
@@ -180,9 +180,10 @@ def audit(
 @app.command()
 def refresh(json_output: JsonOption = False) -> None:
     """Re-sign every stored URL expiring within URL_REFRESH_MARGIN, once."""
-    from consumer.aws import open_clients
-    from consumer.daemon import url_source
-    from consumer.url_refresh import UrlRefresher
+    from s3convex.consumer.daemon import url_source
+    from s3convex.consumer.url_refresh import UrlRefresher
+
+    from s3convex.adapters.aws import open_clients
 
     async def sweep(settings: Settings, convex: ConvexClient) -> Any:
         async with open_clients(settings, max_pool_connections=8) as aws:
@@ -241,5 +242,5 @@ def _print_json(data: Any) -> None:
 
 
 def register(root: typer.Typer) -> None:
-    """Mount as ``s3convex url`` (see ``consumer.cli.COMMAND_MODULES``)."""
+    """Mount as ``s3convex url`` (see ``s3convex.consumer.cli.COMMAND_MODULES``)."""
     root.add_typer(app, name="url")

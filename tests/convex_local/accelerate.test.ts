@@ -11,10 +11,10 @@ import { describe, expect, it } from "vitest";
 import { convexTest } from "convex-test";
 import { makeFunctionReference } from "convex/server";
 import { fileURLToPath } from "node:url";
-import { accelerate, type Acceleration } from "../../infra/convex_local/accelerate";
-import { discoverFunctions, loadSchema } from "../../infra/convex_local/modules";
-import { captureConvexGlobal } from "../../infra/convex_local/runtime";
-import { SortedIndex, comparePrefix } from "../../infra/convex_local/sorted_index";
+import { accelerate, type Acceleration } from "../../convex_local/accelerate";
+import { discoverFunctions, loadSchema } from "../../convex_local/modules";
+import { captureConvexGlobal } from "../../convex_local/runtime";
+import { SortedIndex, comparePrefix } from "../../convex_local/sorted_index";
 import { applyOps, encodeSpec, runQuery, type Op, type PageSpec, type QuerySpec } from "./fixtures/convex/probe_lib";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */

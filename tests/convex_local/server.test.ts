@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
-const SERVER = join(REPO, "infra/convex_local/server.ts");
+const SERVER = join(REPO, "convex_local/server.ts");
 const FIXTURES = fileURLToPath(new URL("./fixtures/convex", import.meta.url));
 const KEY = "test-admin-key|0123456789abcdef";
 

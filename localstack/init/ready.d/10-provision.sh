@@ -16,5 +16,4 @@ exec env -u AWS_PROFILE -u AWS_SESSION_TOKEN \
     AWS_ENDPOINT_URL="$S3CONVEX_ENDPOINT" \
     AWS_ACCESS_KEY_ID=test \
     AWS_SECRET_ACCESS_KEY=test \
-    PYTHONPATH="$S3CONVEX_ROOT" \
-    "$S3CONVEX_PYTHON" -m infra up
+    "$S3CONVEX_PYTHON" -m s3convex infra up

@@ -4,7 +4,7 @@ Why not the PyPI ``convex`` package on the hot path: its calls are synchronous, 
 while waiting and have no timeout, so one silent server would freeze the daemon's event
 loop. This client shares one ``httpx.AsyncClient`` pool, has explicit timeouts, retries only
 what can succeed later (429, 5xx, network errors) with jittered backoff, and maps every
-answer into :mod:`consumer.errors` at this boundary.
+answer into :mod:`s3convex.core.errors` at this boundary.
 
 Mutations carry no idempotency key over HTTP: a retry after a timeout may apply twice, so
 every mutation this project calls is idempotent by design (see ``convex/assets.ts``).
@@ -22,8 +22,8 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
-from consumer.backoff import backoff_delay
-from consumer.errors import ConvexFunctionError, ConvexRequestError, ConvexUnavailable
+from s3convex.core.backoff import backoff_delay
+from s3convex.core.errors import ConvexFunctionError, ConvexRequestError, ConvexUnavailable
 
 log = logging.getLogger(__name__)
 

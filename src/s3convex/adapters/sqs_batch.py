@@ -4,7 +4,7 @@
 :func:`send_batch` reports the new id of each message or that SQS refused it, and raises only
 when the whole call fails, so a caller never deletes what it did not send; :func:`delete_batch`
 never raises (an undeleted message only comes back); :func:`queue_depth` reads the counts.
-AWS errors are mapped at this boundary with :func:`~consumer.aws.map_aws_error`.
+AWS errors are mapped at this boundary with :func:`~s3convex.adapters.aws.map_aws_error`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from consumer.aws import map_aws_error
+from s3convex.adapters.aws import map_aws_error
 
 log = logging.getLogger(__name__)
 

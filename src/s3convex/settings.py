@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from consumer.errors import ConfigError
-from handlers.layout import DEFAULT_LAYOUT, KeyLayout
+from s3convex.core.errors import ConfigError
+from s3convex.core.layout import DEFAULT_LAYOUT, KeyLayout
 
 # S3's bucket naming rules (general purpose buckets): 3-63 chars, lowercase, digits, dots, hyphens.
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

@@ -28,7 +28,7 @@ export interface Config {
   instanceName: string;
 }
 
-const REPO_ROOT = resolve(fileURLToPath(new URL(".", import.meta.url)), "..", "..");
+const REPO_ROOT = resolve(fileURLToPath(new URL(".", import.meta.url)), "..");
 
 function fraction(env: NodeJS.ProcessEnv, name: string): number {
   const raw = env[name];

@@ -24,9 +24,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from consumer.config import Settings
-from consumer.errors import StorageError, StorageUnavailable, SyncError
-from handlers.signed_head import SignedHead
+from s3convex.adapters.signed_head import SignedHead
+from s3convex.core.errors import StorageError, StorageUnavailable, SyncError
+from s3convex.settings import Settings
 
 _RETRYABLE_CODES = frozenset(
     {

@@ -1,6 +1,6 @@
 """What S3 holds now for a key: HeadObject behind a small protocol.
 
-:class:`S3ObjectStore` asks :class:`~handlers.signed_head.SignedHead` first when it has one (the
+:class:`S3ObjectStore` asks :class:`~s3convex.adapters.signed_head.SignedHead` first when it has one (the
 cheap path for the common answers, 200 and 404) and the full aiobotocore client for everything
 else, so retries, redirects and error mapping stay botocore's.
 """
@@ -12,9 +12,9 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from consumer.aws import error_code, http_status, map_aws_error
-from handlers.asset import Checksums, Encryption
-from handlers.signed_head import GONE, SignedHead
+from s3convex.adapters.aws import error_code, http_status, map_aws_error
+from s3convex.adapters.signed_head import GONE, SignedHead
+from s3convex.core.asset import Checksums, Encryption
 
 _CHECKSUM_FIELDS = {
     "ChecksumSHA256": "sha256",

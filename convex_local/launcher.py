@@ -1,4 +1,4 @@
-"""Start and stop the local Convex server (``infra/convex_local/``) from Python.
+"""Start and stop the local Convex server (``convex_local/``, a development tool like ``localstack/``; not part of the wheel) from Python.
 
 The server is a Node process that runs this project's own ``convex/`` functions through
 convex-test and speaks Convex's HTTP API. It prints one JSON line
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SERVER_ENTRY = PROJECT_ROOT / "infra" / "convex_local" / "server.ts"
+SERVER_ENTRY = PROJECT_ROOT / "convex_local" / "server.ts"
 
 
 class LocalConvexError(RuntimeError):

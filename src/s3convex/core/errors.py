@@ -22,7 +22,7 @@ between two things: *try again later* or *this will never work*.
             └── AssetUnavailable  allowed, but no working URL could be had
 
 Messages never contain secrets: the deploy key travels only in a request header, and
-presigned URLs are redacted before they reach a log line (see :mod:`consumer.logs`).
+presigned URLs are redacted before they reach a log line (see :mod:`s3convex.consumer.logs`).
 """
 
 from __future__ import annotations

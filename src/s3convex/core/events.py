@@ -1,7 +1,7 @@
 """Message shapes exactly as AWS (and MinIO) send them, and the one internal event they become.
 
 Envelope models mirror the documented JSON; anything that does not validate is poison, decided
-in :mod:`consumer.decode`. The pipeline after decoding only sees :class:`ObjectEvent`.
+in :mod:`s3convex.consumer.decode`. The pipeline after decoding only sees :class:`ObjectEvent`.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class EventBridgeEvent(_Shape):
 class ObjectEvent:
     """One change of one object, whatever envelope it came in. Keys are already decoded;
     ``event_name`` is AWS's (``ObjectCreated:Put``…) with MinIO's ``s3:`` prefix removed.
-    What the event means for an asset is the handlers' business (:mod:`handlers`)."""
+    What the event means for an asset is the handlers' business (:mod:`s3convex.handlers`)."""
 
     event_name: str
     bucket: str

@@ -68,7 +68,7 @@ class KeyInfo:
     version: int | None = None
 
     def asset_fields(self) -> dict[str, object]:
-        """The fields of an :class:`~handlers.asset.AssetChange` this fills."""
+        """The fields of an :class:`~s3convex.core.asset.AssetChange` this fills."""
         return {"kind": self.kind, "sessionId": self.session_id, "sceneId": self.scene_id,
                 "version": self.version}
 

@@ -8,7 +8,7 @@ most 7 days) — local computation, no request; Convex hands out the stored URL 
 lives no longer than that (and not about to expire), or when it is public. The fresh URL of a
 denied request is discarded unseen.
 
-No URL → an :class:`~consumer.errors.AccessError`: denied, not found, gone (with when it was
+No URL → an :class:`~s3convex.core.errors.AccessError`: denied, not found, gone (with when it was
 deleted, never a dead link) or unavailable.
 """
 
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from consumer.config import SEVEN_DAYS, Settings
-from consumer.convex_client import ConvexClient
-from consumer.errors import (
+from s3convex.adapters.convex import ConvexClient
+from s3convex.adapters.urls import PresignedUrls
+from s3convex.core.errors import (
     AccessDenied,
     AssetGone,
     AssetNotFound,
@@ -30,8 +30,8 @@ from consumer.errors import (
     ConvexFunctionError,
     SyncError,
 )
-from handlers.layout import KeyLayout
-from handlers.urls import PresignedUrls
+from s3convex.core.layout import KeyLayout
+from s3convex.settings import SEVEN_DAYS, Settings
 
 log = logging.getLogger(__name__)
 

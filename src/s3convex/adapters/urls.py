@@ -11,9 +11,9 @@ import time
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from consumer.aws import map_aws_error
-from consumer.errors import PermanentError, SyncError
-from handlers.signed_head import SignedHead
+from s3convex.adapters.aws import map_aws_error
+from s3convex.adapters.signed_head import SignedHead
+from s3convex.core.errors import PermanentError, SyncError
 
 log = logging.getLogger(__name__)
 

@@ -1,3 +1,0 @@
-from consumer.cli import main
-
-main()

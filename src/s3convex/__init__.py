@@ -1,0 +1,69 @@
+"""s3convex — keeps S3 objects and their Convex asset records in sync.
+
+The public API for the platform's own Python code; everything else is internal::
+
+    from s3convex import AssetAccess, load_settings
+
+    settings = load_settings()                     # the environment, validated once
+    async with AssetAccess.from_settings(settings) as access:
+        issued = await access.url_for("alice", "video-assets", "sessions/s1/.../video.mp4")
+
+The names below are imported on first use, so ``import s3convex`` stays cheap and a command
+that needs none of them (``s3convex run``) loads none of them. The layers behind this module
+and what each may import are drawn in ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from s3convex.access import AssetAccess, IssuedUrl
+    from s3convex.core.errors import (
+        AccessDenied,
+        AccessError,
+        AssetGone,
+        AssetNotFound,
+        AssetUnavailable,
+        ConfigError,
+        NotFound,
+        PermanentError,
+        RetryableError,
+        SyncError,
+    )
+    from s3convex.settings import Settings, load_settings
+
+__all__ = [
+    "AccessDenied",
+    "AccessError",
+    "AssetAccess",
+    "AssetGone",
+    "AssetNotFound",
+    "AssetUnavailable",
+    "ConfigError",
+    "IssuedUrl",
+    "NotFound",
+    "PermanentError",
+    "RetryableError",
+    "Settings",
+    "SyncError",
+    "__version__",
+    "load_settings",
+]
+_HOMES = {"AssetAccess": "s3convex.access", "IssuedUrl": "s3convex.access",
+          "Settings": "s3convex.settings", "load_settings": "s3convex.settings"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__ or name == "__version__":
+        raise AttributeError(f"module 's3convex' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES.get(name, "s3convex.core.errors")), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
