@@ -28,15 +28,14 @@ import sys
 from typing import Any
 from urllib.parse import unquote_plus
 
-from s3convex.consumer.apply import APPLY_EVENTS
-from s3convex.consumer.daemon import url_source
-from s3convex.consumer.decode import Decoder
-from s3convex.handlers.context import HandlerContext
-from s3convex.handlers.objects import registry
-
 from s3convex.adapters.aws import open_clients
 from s3convex.adapters.convex import ConvexClient
 from s3convex.adapters.s3_store import S3ObjectStore
+from s3convex.adapters.urls import url_source
+from s3convex.consumer.apply import APPLY_EVENTS
+from s3convex.consumer.decode import Decoder
+from s3convex.handlers.context import HandlerContext
+from s3convex.handlers.objects import registry
 from s3convex.settings import Settings, load_settings
 
 WAIT_SECONDS = 1  # an empty receive waits this long before the queue counts are checked
@@ -54,8 +53,8 @@ async def queue_is_empty(sqs: Any, queue_url: str) -> bool:
 
 async def floor(settings: Settings, pollers: int, *, signed: bool) -> int:
     done = 0
-    async with open_clients(settings, max_pool_connections=11 * pollers + 4) as aws:
-        queue_url = (await aws.sqs.get_queue_url(QueueName=settings.sqs_queue_name))["QueueUrl"]
+    async with open_clients(settings.aws, max_pool_connections=11 * pollers + 4) as aws:
+        queue_url = (await aws.sqs.get_queue_url(QueueName=settings.sqs.queue_name))["QueueUrl"]
         stop = asyncio.Event()
 
         store = S3ObjectStore(aws.s3, aws.signed_head if signed else None)
@@ -89,14 +88,14 @@ async def floor(settings: Settings, pollers: int, *, signed: bool) -> int:
 
 async def naive(settings: Settings) -> int:
     done = 0
-    decoder = Decoder([settings.s3_bucket])
+    decoder = Decoder([settings.aws.bucket])
     async with (
-        open_clients(settings) as aws,
-        ConvexClient(settings.convex_base_url, settings.convex_deploy_key,
-                     timeout=settings.convex_timeout) as convex,
+        open_clients(settings.aws) as aws,
+        ConvexClient(settings.convex.base_url, settings.convex.deploy_key,
+                     timeout=settings.convex.timeout) as convex,
     ):
-        queue_url = (await aws.sqs.get_queue_url(QueueName=settings.sqs_queue_name))["QueueUrl"]
-        context = HandlerContext(S3ObjectStore(aws.s3, aws.signed_head), url_source(settings, aws))
+        queue_url = (await aws.sqs.get_queue_url(QueueName=settings.sqs.queue_name))["QueueUrl"]
+        context = HandlerContext(S3ObjectStore(aws.s3, aws.signed_head), url_source(settings.urls, aws))
         while True:
             messages = (await aws.sqs.receive_message(
                 QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=WAIT_SECONDS,

@@ -24,6 +24,7 @@ from typing import Any
 import boto3
 import httpx
 from botocore.config import Config
+
 from s3convex.infra.desired import load_infra_settings
 from s3convex.infra.provision import Provisioner
 

@@ -39,14 +39,13 @@ from pydantic import SecretStr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from convex_local.launcher import start_local_convex  # noqa: E402
+from s3convex.adapters.aws import open_clients  # noqa: E402
+from s3convex.adapters.convex import ConvexClient  # noqa: E402
 from s3convex.consumer.ops.dlq import Selection  # noqa: E402
 from s3convex.consumer.ops.replay import ReplayAudit, Replayer, audited  # noqa: E402
 from s3convex.infra.desired import load_infra_settings  # noqa: E402
 from s3convex.infra.provision import Provisioner  # noqa: E402
-
-from convex_local.launcher import start_local_convex  # noqa: E402
-from s3convex.adapters.aws import open_clients  # noqa: E402
-from s3convex.adapters.convex import ConvexClient  # noqa: E402
 
 REGION = "us-east-1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
@@ -157,7 +156,7 @@ async def raw_loop(sqs: Any, dlq_url: str, target_url: str, workers: int) -> int
 async def bench_replay(settings: Any, sync_sqs: Any, convex_url: str, admin_key: str, dlq_url: str,
                        count: int, bucket: str, rounds: int) -> dict[str, Any]:
     results: dict[str, Any] = {"messages": count, "rounds": rounds, "trials": []}
-    async with open_clients(settings, max_pool_connections=64) as aws, \
+    async with open_clients(settings.aws, max_pool_connections=64) as aws, \
             ConvexClient(convex_url, SecretStr(admin_key)) as convex:
         plan = [("raw", 1), ("replay", 1), ("raw", 4), ("replay", 4)]
         # Alternate the order each round: LocalStack slows as it holds more, so whoever
@@ -203,9 +202,9 @@ async def main():
     started = time.perf_counter()
     count = 0
     after = ""
-    async with open_clients(settings) as aws:
+    async with open_clients(settings.aws) as aws:
         while True:  # continued by StartAfter, as reconcile does (LocalStack's tokens break on non-ASCII)
-            page = await aws.s3.list_objects_v2(Bucket=settings.s3_bucket, MaxKeys=1000, StartAfter=after)
+            page = await aws.s3.list_objects_v2(Bucket=settings.aws.bucket, MaxKeys=1000, StartAfter=after)
             keys = [item["Key"] for item in page.get("Contents", [])]
             count += len(keys)
             if not page.get("IsTruncated") or not keys:

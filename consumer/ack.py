@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
+
+from s3convex.adapters.aws import map_aws_error
 from s3convex.consumer.batching import MicroBatcher
 from s3convex.consumer.inflight import InFlight, InFlightMessage
 from s3convex.consumer.telemetry import messages_finished
-
-from s3convex.adapters.aws import map_aws_error
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from s3convex.consumer.telemetry import event_lag, events_applied, flush_duration
-
 from s3convex.adapters.convex import ConvexClient
+from s3convex.consumer.telemetry import event_lag, events_applied, flush_duration
 from s3convex.core.asset import AssetChange
 from s3convex.core.backoff import backoff_delay
 from s3convex.core.errors import ConvexFunctionError, ConvexUnavailable

@@ -57,11 +57,10 @@ def run(
     """Run the consumer daemon: receive → decode → dispatch → apply → ack."""
     from s3convex.consumer.daemon import run_daemon
     from s3convex.consumer.logs import configure_logging
-
     from s3convex.settings import load_settings
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.telemetry.log_level)
     raise typer.Exit(run_daemon(settings, drain=drain))
 
 
@@ -71,7 +70,7 @@ def show_config() -> None:
     from s3convex.settings import load_settings
 
     settings = load_settings()
-    for name, value in sorted(settings.model_dump(mode="json").items()):
+    for name, value in sorted(settings.as_environment().items()):
         typer.echo(f"{name.upper()}={value if value is not None else ''}")
 
 

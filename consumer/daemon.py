@@ -22,6 +22,11 @@ import signal
 import time
 from typing import Any
 
+from s3convex.adapters.aws import AwsClients, open_clients
+from s3convex.adapters.convex import ConvexClient
+from s3convex.adapters.queues import resolve_queues
+from s3convex.adapters.s3_store import S3ObjectStore
+from s3convex.adapters.urls import url_source
 from s3convex.consumer.ack import Acknowledger
 from s3convex.consumer.apply import ConvexApplier
 from s3convex.consumer.batching import MicroBatcher
@@ -34,14 +39,9 @@ from s3convex.consumer.receive import Receiver
 from s3convex.consumer.retry import RetryPolicy
 from s3convex.consumer.telemetry import configure_metrics
 from s3convex.consumer.url_refresh import UrlRefresher
+from s3convex.core.errors import StorageError
 from s3convex.handlers.context import HandlerContext
 from s3convex.handlers.objects import registry
-
-from s3convex.adapters.aws import AwsClients, map_aws_error, open_clients
-from s3convex.adapters.convex import ConvexClient
-from s3convex.adapters.s3_store import S3ObjectStore
-from s3convex.adapters.urls import FallbackUrls, PresignedUrls, PublicUrls, UrlSource
-from s3convex.core.errors import StorageError
 from s3convex.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,35 +79,36 @@ class Daemon:
                 loop.add_signal_handler(signum, self.request_stop, signum)
         s = self.settings
         async with (
-            open_clients(s, max_pool_connections=s.consumer_head_concurrency + s.consumer_pollers + 16) as aws,
-            ConvexClient(s.convex_base_url, s.convex_deploy_key, timeout=s.convex_timeout,
-                         max_connections=s.consumer_max_concurrent_flushes + 4) as convex,
+            open_clients(s.aws, max_pool_connections=s.consumer.head_concurrency + s.consumer.pollers + 16,
+                         long_poll_seconds=s.consumer.wait_seconds, signed_head=s.consumer.signed_head) as aws,
+            ConvexClient(s.convex.base_url, s.convex.deploy_key, timeout=s.convex.timeout,
+                         max_connections=s.consumer.max_concurrent_flushes + 4) as convex,
         ):
-            queue_url, dlq_url, visibility = await resolve_queues(aws, s)
-            return await self._serve(aws, convex, queue_url, dlq_url, visibility)
+            queues = await resolve_queues(aws.sqs, s.sqs)
+            return await self._serve(aws, convex, queues.url, queues.dlq_url, queues.visibility_timeout)
 
     async def _serve(self, aws: AwsClients, convex: ConvexClient, queue_url: str, dlq_url: str,
                      visibility: int) -> int:
         s = self.settings
-        in_flight = InFlight(s.consumer_max_in_flight)
+        in_flight = InFlight(s.consumer.max_in_flight)
         acknowledger = Acknowledger(aws.sqs, queue_url, dlq_url, in_flight,
-                                    delete_wait=s.consumer_delete_wait_ms / 1000)
+                                    delete_wait=s.consumer.delete_wait_ms / 1000)
         changes = MicroBatcher(
             ConvexApplier(convex).apply,
-            max_size=s.consumer_flush_events,
-            max_wait=s.consumer_flush_ms / 1000,
-            max_concurrent=s.consumer_max_concurrent_flushes,
+            max_size=s.consumer.flush_events,
+            max_wait=s.consumer.flush_ms / 1000,
+            max_concurrent=s.consumer.max_concurrent_flushes,
         )
         pipeline = Pipeline(
-            decoder=Decoder([s.s3_bucket]),
+            decoder=Decoder([s.aws.bucket]),
             dispatcher=Dispatcher(registry, HandlerContext(S3ObjectStore(aws.s3, aws.signed_head),
-                                                           url_source(s, aws), layout=s.key_layout),
-                                  concurrency=s.consumer_head_concurrency),
+                                                           url_source(s.urls, aws), layout=s.aws.key_layout),
+                                  concurrency=s.consumer.head_concurrency),
             changes=changes,
             acknowledger=acknowledger,
-            retry_policy=RetryPolicy(max_receive_count=s.sqs_max_receive_count),
+            retry_policy=RetryPolicy(max_receive_count=s.sqs.max_receive_count),
         )
-        wait_seconds = min(s.consumer_wait_seconds, 2) if self.drain else s.consumer_wait_seconds
+        wait_seconds = min(s.consumer.wait_seconds, 2) if self.drain else s.consumer.wait_seconds
         receiver = Receiver(aws.sqs, queue_url, in_flight, wait_seconds=wait_seconds,
                             visibility_timeout=visibility)
         heartbeat = VisibilityHeartbeat(aws.sqs, queue_url, in_flight, visibility)
@@ -126,21 +127,21 @@ class Daemon:
         }
         pollers = {
             asyncio.create_task(receiver.poll(deliver, self._stop), name=f"poller-{i}")
-            for i in range(s.consumer_pollers)
+            for i in range(s.consumer.pollers)
         }
         if self.drain:
             background.add(asyncio.create_task(
                 self._stop_when_drained(aws.sqs, queue_url, in_flight, receiver, changes),
                 name="drain-watch"))
         else:  # stored presigned URLs are re-signed before they expire (consumer/url_refresh.py)
-            refresher = UrlRefresher(convex, url_source(s, aws), [s.s3_bucket],
-                                     margin_s=s.refresh_margin, interval_s=s.url_refresh_interval)
+            refresher = UrlRefresher(convex, url_source(s.urls, aws), [s.aws.bucket],
+                                     margin_s=s.urls.effective_refresh_margin, interval_s=s.urls.refresh_interval)
             background.add(asyncio.create_task(refresher.run(self._stop), name="url-refresher"))
-        if s.health_port is not None:  # /healthz and /readyz (consumer/probes.py), supervised
+        if s.consumer.health_port is not None:  # /healthz and /readyz (consumer/probes.py), supervised
             from s3convex.consumer.probes import daemon_probes
 
             background.add(asyncio.create_task(
-                daemon_probes(s.health_port, pollers, aws.sqs, queue_url, convex, self._stop).serve(),
+                daemon_probes(s.consumer.health_port, pollers, aws.sqs, queue_url, convex, self._stop).serve(),
                 name="health-probes"))
         log.info("consumer started", extra={"queue": queue_url, "pollers": len(pollers),
                                             "visibility_s": visibility, "drain": self.drain})
@@ -154,7 +155,7 @@ class Daemon:
                                                                  "error": repr(failure.exception())})
         self._stop.set()
 
-        deadline = time.monotonic() + s.consumer_grace_seconds
+        deadline = time.monotonic() + s.consumer.grace_seconds
         await _wait_until(pollers, deadline)
         await _wait_until(workers, deadline)
         released = await heartbeat.release_all()
@@ -181,7 +182,7 @@ class Daemon:
         that nothing is visible, in flight elsewhere, or delayed (released for a retry)."""
         while not self._stop.is_set():
             await asyncio.sleep(0.25)
-            if len(in_flight) or changes.pending or receiver.empty_receives < self.settings.consumer_pollers:
+            if len(in_flight) or changes.pending or receiver.empty_receives < self.settings.consumer.pollers:
                 continue
             response = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=[
                 "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
@@ -190,34 +191,6 @@ class Daemon:
             if len(in_flight) == 0 and all(int(v) == 0 for v in counts.values()):
                 log.info("queue drained")
                 self._stop.set()
-
-
-def url_source(settings: Settings, aws: AwsClients) -> UrlSource:
-    presigned = PresignedUrls(aws.s3, settings.s3_presign_expires, aws.signed_head)
-    if settings.s3_public_base_url:
-        return FallbackUrls(PublicUrls(str(settings.s3_public_base_url)), presigned)
-    return presigned
-
-
-async def resolve_queues(aws: AwsClients, settings: Settings) -> tuple[str, str, int]:
-    """(queue URL, DLQ URL, the queue's visibility timeout); a missing queue is a clear error."""
-    async def url_of(name: str) -> str:
-        try:
-            return (await aws.sqs.get_queue_url(QueueName=name))["QueueUrl"]
-        except Exception as exc:
-            error = map_aws_error(exc, f"GetQueueUrl {name}")
-            if isinstance(error, StorageError):
-                raise StorageError(f"queue {name!r} not found — run `s3convex infra up` first") from exc
-            raise error from exc
-
-    queue_url = str(settings.sqs_queue_url) if settings.sqs_queue_url else await url_of(settings.sqs_queue_name)
-    dlq_url = await url_of(settings.sqs_dlq_name)
-    try:
-        attributes = (await aws.sqs.get_queue_attributes(
-            QueueUrl=queue_url, AttributeNames=["VisibilityTimeout"]))["Attributes"]
-    except Exception as exc:
-        raise map_aws_error(exc, "GetQueueAttributes") from exc
-    return queue_url, dlq_url, int(attributes.get("VisibilityTimeout", settings.sqs_visibility_timeout))
 
 
 async def _wait_until(tasks: set[asyncio.Task[None]], deadline: float) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from s3convex.consumer.logs import log_context
-from s3convex.handlers.context import HandlerContext
-from s3convex.handlers.registry import HandlerRegistry
-
 from s3convex.core.asset import AssetChange
 from s3convex.core.events import ObjectEvent
+from s3convex.handlers.context import HandlerContext
+from s3convex.handlers.registry import HandlerRegistry
 
 
 class Dispatcher:

@@ -11,9 +11,8 @@ import logging
 import time
 from typing import Any
 
-from s3convex.consumer.inflight import MAX_VISIBILITY_SECONDS, InFlight, InFlightMessage
-
 from s3convex.adapters.aws import map_aws_error
+from s3convex.consumer.inflight import MAX_VISIBILITY_SECONDS, InFlight, InFlightMessage
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ from s3convex.consumer.dispatch import Dispatcher
 from s3convex.consumer.inflight import InFlightMessage
 from s3convex.consumer.logs import log_context
 from s3convex.consumer.retry import RetryPolicy, decide
-
 from s3convex.core.asset import AssetChange
 from s3convex.core.errors import PermanentError
 

@@ -7,10 +7,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from s3convex.adapters.aws import map_aws_error
 from s3convex.consumer.inflight import InFlight, InFlightMessage
 from s3convex.consumer.telemetry import messages_received
-
-from s3convex.adapters.aws import map_aws_error
 from s3convex.core.backoff import backoff_delay
 from s3convex.core.errors import RetryableError
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from s3convex.adapters.convex import ConvexClient
-from s3convex.adapters.urls import UrlSource
 from s3convex.core.errors import RetryableError, SyncError
+from s3convex.core.ports import UrlSource
 
 log = logging.getLogger(__name__)
 

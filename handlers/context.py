@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from s3convex.adapters.s3_store import ObjectStore
-from s3convex.adapters.urls import UrlSource
 from s3convex.core.layout import KeyLayout
+from s3convex.core.ports import ObjectStore, UrlSource
 
 
 @dataclass(frozen=True, slots=True)

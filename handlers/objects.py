@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from s3convex.handlers.context import HandlerContext
-from s3convex.handlers.registry import HandlerRegistry
-
 from s3convex.core.asset import AssetChange, etag_kind
 from s3convex.core.errors import SyncError
 from s3convex.core.events import ObjectEvent
+from s3convex.handlers.context import HandlerContext
+from s3convex.handlers.registry import HandlerRegistry
 
 log = logging.getLogger(__name__)
 registry = HandlerRegistry()

@@ -11,9 +11,8 @@ from s3convex.core.errors import PoisonMessage
 from s3convex.core.events import ObjectEvent
 
 if TYPE_CHECKING:
-    from s3convex.handlers.context import HandlerContext
-
     from s3convex.core.asset import AssetChange
+    from s3convex.handlers.context import HandlerContext
 
 Handler = Callable[[ObjectEvent, "HandlerContext"], Awaitable["AssetChange"]]
 

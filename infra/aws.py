@@ -20,7 +20,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from s3convex.adapters.aws import map_aws_error
 from s3convex.core.errors import StorageError, StorageUnavailable
-from s3convex.settings import Settings
+from s3convex.settings import AwsSettings
 
 # "Not there" answers; every other error is mapped to the error tree.
 _MISSING_CODES = {
@@ -35,22 +35,22 @@ _MISSING_CODES = {
 _RETRY_LATER_CODES = {"AWS.SimpleQueueService.QueueDeletedRecently", "QueueDeletedRecently"}
 
 
-def make_clients(settings: Settings) -> tuple[Any, Any]:
+def make_clients(aws: AwsSettings) -> tuple[Any, Any]:
     """S3 and SQS clients for the settings' endpoint and region, standard credential chain."""
     options: dict[str, Any] = {
         "retries": {"mode": "standard", "max_attempts": 5},
         "connect_timeout": 5,
         "read_timeout": 30,
     }
-    if settings.endpoint_url:
+    if aws.endpoint_url:
         # Custom endpoints (emulators, MinIO-likes, VPC endpoints by IP) rarely resolve
         # bucket-name subdomains; path-style addressing works everywhere.
         options["s3"] = {"addressing_style": "path"}
-    session = boto3.session.Session(region_name=settings.aws_region)
+    session = boto3.session.Session(region_name=aws.region)
     config = Config(**options)
     return (
-        session.client("s3", endpoint_url=settings.endpoint_url, config=config),
-        session.client("sqs", endpoint_url=settings.endpoint_url, config=config),
+        session.client("s3", endpoint_url=aws.endpoint_url, config=config),
+        session.client("sqs", endpoint_url=aws.endpoint_url, config=config),
     )
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from botocore.exceptions import ClientError
+
+from s3convex.core.errors import StorageError
 from s3convex.infra.aws import _Missing, aws_call, aws_pages
 from s3convex.infra.desired import (
     CORS_RULE_ID,
@@ -22,8 +24,6 @@ from s3convex.infra.desired import (
     normalize_encryption_rule,
 )
 from s3convex.infra.plan import Action, Difference, Fix, Step
-
-from s3convex.core.errors import StorageError
 
 
 class BucketSteps:

@@ -14,11 +14,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from s3convex.core.errors import ConfigError, SyncError
 from s3convex.infra.desired import load_infra_settings
 from s3convex.infra.plan import DownReport, Plan, Step
 from s3convex.infra.provision import Provisioner
-
-from s3convex.core.errors import ConfigError, SyncError
 
 app = typer.Typer(
     name="infra",

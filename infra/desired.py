@@ -13,10 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import AnyHttpUrl, SecretStr, ValidationError, field_validator
-
-from s3convex.core.errors import ConfigError
-from s3convex.settings import Settings, describe_validation_error
+from s3convex.settings import AwsSettings, SqsSettings, load
 
 DAY = 24 * 3600
 # SQS's own default retention; stated explicitly so the DLQ's can be checked against it.
@@ -36,28 +33,18 @@ CORS_ALLOWED_HEADERS = ("Range", "If-Match", "If-None-Match", "If-Modified-Since
 CORS_EXPOSE_HEADERS = ("Accept-Ranges", "Content-Length", "Content-Range", "ETag")
 
 
-class InfraSettings(Settings):
-    """The project's settings with the Convex part optional: provisioning touches only S3 and
-    SQS, so ``infra up`` (and LocalStack's init hook) must not demand a Convex deploy key."""
+@dataclass(frozen=True, slots=True)
+class InfraSettings:
+    """What provisioning reads: S3 and SQS. Never Convex, so ``infra up`` (and LocalStack's init
+    hook) does not demand a deploy key."""
 
-    convex_url: AnyHttpUrl | None = None  # type: ignore[assignment]
-    convex_deploy_key: SecretStr | None = None  # type: ignore[assignment]
-
-    @field_validator("convex_deploy_key")
-    @classmethod
-    def _key_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
-        # Replaces the parent's validator (same name), which defaults are validated against.
-        if value is not None and not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return value
+    aws: AwsSettings
+    sqs: SqsSettings
 
 
-def load_infra_settings(**overrides: object) -> InfraSettings:
-    """Like :func:`s3convex.settings.load_settings`, for :class:`InfraSettings`."""
-    try:
-        return InfraSettings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+def load_infra_settings(**overrides: Any) -> InfraSettings:
+    """The S3 and SQS parts of the settings (see :func:`s3convex.settings.load`)."""
+    return InfraSettings(load(AwsSettings, **overrides), load(SqsSettings, **overrides))
 
 
 @dataclass(frozen=True)
@@ -86,22 +73,22 @@ class Desired:
             raise ValueError("the DLQ must retain messages longer than the source queue")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Desired:
-        queue_url = str(settings.sqs_queue_url).rstrip("/") if settings.sqs_queue_url else None
+    def from_settings(cls, aws: AwsSettings, sqs: SqsSettings) -> Desired:
+        queue_url = str(sqs.queue_url).rstrip("/") if sqs.queue_url else None
         return cls(
-            bucket=settings.s3_bucket,
+            bucket=aws.bucket,
             # A configured URL names the queue by its last path segment.
-            queue_name=queue_name_from_url(queue_url) if queue_url else settings.sqs_queue_name,
-            dlq_name=settings.sqs_dlq_name,
+            queue_name=queue_name_from_url(queue_url) if queue_url else sqs.queue_name,
+            dlq_name=sqs.dlq_name,
             queue_url=queue_url,
-            visibility_timeout=settings.sqs_visibility_timeout,
-            max_receive_count=settings.sqs_max_receive_count,
-            prefix=settings.s3_notification_prefix,
-            suffix=settings.s3_notification_suffix,
-            cors_origins=settings.cors_allowed_origins,
-            cors_methods=settings.cors_allowed_methods,
-            cors_max_age=settings.s3_cors_max_age,
-            kms_key_id=settings.s3_kms_key_id,
+            visibility_timeout=sqs.visibility_timeout,
+            max_receive_count=sqs.max_receive_count,
+            prefix=aws.notification_prefix,
+            suffix=aws.notification_suffix,
+            cors_origins=aws.cors_allowed_origins,
+            cors_methods=aws.cors_allowed_methods,
+            cors_max_age=aws.cors_max_age,
+            kms_key_id=aws.kms_key_id,
         )
 
     def dlq_attributes(self) -> dict[str, str]:

@@ -24,15 +24,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from s3convex.core.errors import StorageError
 from s3convex.infra.aws import _Missing, aws_call, make_clients
 from s3convex.infra.buckets import BucketSteps
-from s3convex.infra.desired import NOTIFICATION_ID, Desired
+from s3convex.infra.desired import NOTIFICATION_ID, Desired, InfraSettings
 from s3convex.infra.notification import NotificationSteps
 from s3convex.infra.plan import DownReport, Fix, Plan, Step, UpReport
 from s3convex.infra.queues import QueueSteps
-
-from s3convex.core.errors import StorageError
-from s3convex.settings import Settings
 
 
 class Provisioner:
@@ -47,8 +45,8 @@ class Provisioner:
         self._notification = NotificationSteps(s3, desired, self._bucket, self._queues)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Provisioner:
-        return cls(*make_clients(settings), Desired.from_settings(settings))
+    def from_settings(cls, settings: InfraSettings) -> Provisioner:
+        return cls(*make_clients(settings.aws), Desired.from_settings(settings.aws, settings.sqs))
 
     def status(self) -> Plan:
         return Plan(tuple(check()[0] for check in self._checks()))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from s3convex.core.errors import StorageError
 from s3convex.infra.aws import _Missing, aws_call
 from s3convex.infra.desired import (
     Desired,
@@ -22,8 +23,6 @@ from s3convex.infra.desired import (
     sibling_queue_arn,
 )
 from s3convex.infra.plan import Difference, Fix, Step
-
-from s3convex.core.errors import StorageError
 
 
 class QueueSteps:

@@ -11,16 +11,19 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
 fi
+# Dependencies come from requirements.lock: exact versions with hashes (pyproject.toml holds the
+# ranges; `make lock` regenerates the lock). The lock also pins pip itself. The project goes in on
+# top, without dependencies.
 # Editable "strict" mode links every module of the packages into build/__editable__.*, which is
 # what pyright and import-linter read; a new or removed module needs a reinstall, so the stamp
-# covers the list of package files as well as the pins.
-want=$( { cat pyproject.toml; find src consumer handlers infra -name '*.py' | sort; } | sha256sum | cut -c1-16)
+# covers the list of package files as well as pyproject.toml and the lock.
+want=$( { cat pyproject.toml requirements.lock; find src consumer handlers infra -name '*.py' | sort; } | sha256sum | cut -c1-16)
 if [ "$(cat .venv/.s3convex-stamp 2>/dev/null)" != "$want" ]; then
   echo "==> installing Python dependencies"
-  .venv/bin/pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
   rm -rf build/__editable__.*
-  .venv/bin/pip install --quiet --disable-pip-version-check \
-    --config-settings editable_mode=strict -e ".[test]"
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps \
+    --config-settings editable_mode=strict -e .
   echo "$want" > .venv/.s3convex-stamp
 fi
 

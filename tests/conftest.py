@@ -54,6 +54,7 @@ async def convex(convex_server: LocalConvex) -> AsyncIterator[ConvexClient]:
 def metric_reader():
     """An in-memory OpenTelemetry reader; the global provider can be set once per process."""
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
     from s3convex.consumer.telemetry import configure_metrics
 
     reader = InMemoryMetricReader()
@@ -67,7 +68,6 @@ async def stack(aws_resources, convex_server: LocalConvex, convex: ConvexClient,
     """Provisioned bucket + queue + DLQ + notifications, and settings pointing at Convex."""
     from s3convex.infra.desired import load_infra_settings
     from s3convex.infra.provision import Provisioner
-
     from tests.stack import TEST_TUNING, Stack
 
     env = {

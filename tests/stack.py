@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from s3convex.consumer.daemon import Daemon
-
 from s3convex.adapters.convex import ConvexClient
-from s3convex.settings import Settings
+from s3convex.consumer.daemon import Daemon
+from s3convex.settings import Settings, load_settings
 from tests.backends import AwsResources
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,8 +61,8 @@ class Stack:
         return self.resources.bucket
 
     def settings(self, **overrides: Any) -> Settings:
-        values = {k.lower(): v for k, v in self.env.items() if k.lower() in Settings.model_fields}
-        return Settings(**{**values, **overrides})
+        """The daemon's settings for this stack; ``overrides`` by variable name, any case."""
+        return load_settings(**{**self.env, **{k.upper(): v for k, v in overrides.items()}})
 
     # --- S3 side ---------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 async def access(stack: Stack) -> AsyncIterator[AssetAccess]:
     settings = stack.settings(url_expires_video=3600, url_expires_source=120)
-    async with open_clients(settings) as aws:
+    async with open_clients(settings.aws) as aws:
         yield AssetAccess.from_settings(settings, stack.convex, aws.s3)
 
 

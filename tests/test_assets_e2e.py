@@ -20,10 +20,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
-from s3convex.consumer.daemon import url_source
-from s3convex.consumer.url_refresh import UrlRefresher
 
 from s3convex.adapters.aws import open_clients
+from s3convex.adapters.urls import url_source
+from s3convex.consumer.url_refresh import UrlRefresher
 from tests.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -247,8 +247,8 @@ async def test_public_base_urls_are_percent_encoded_and_work(stack: Stack) -> No
         assert response.status_code == 200 and response.content == key.encode(), key
     # Nothing for the refresher to do: public URLs do not expire.
     settings = stack.settings(s3_public_base_url=base)
-    async with open_clients(settings) as aws:
-        report = await UrlRefresher(stack.convex, url_source(settings, aws), [stack.bucket],
+    async with open_clients(settings.aws) as aws:
+        report = await UrlRefresher(stack.convex, url_source(settings.urls, aws), [stack.bucket],
                                     margin_s=10 * 86400, interval_s=60).refresh_once()
     assert report.scanned == 0
 
@@ -265,8 +265,8 @@ async def test_refresher_re_signs_expiring_urls_and_leaves_deleted_assets_alone(
     before = {key: await stack.record(key) for key in keys}
 
     settings = stack.settings(s3_presign_expires=3600)
-    async with open_clients(settings) as aws:
-        refresher = UrlRefresher(stack.convex, url_source(settings, aws), [stack.bucket],
+    async with open_clients(settings.aws) as aws:
+        refresher = UrlRefresher(stack.convex, url_source(settings.urls, aws), [stack.bucket],
                                  margin_s=600, interval_s=60, page_size=1)
         report = await refresher.refresh_once()
         again = await refresher.refresh_once()

@@ -11,15 +11,15 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from s3convex.handlers.context import HandlerContext
-from s3convex.handlers.objects import on_object_created, on_object_removed
 
-from s3convex.adapters.s3_store import ObjectHead
 from s3convex.adapters.urls import FallbackUrls, PublicUrls, UrlError, public_url
 from s3convex.core.asset import etag_kind
 from s3convex.core.errors import ConfigError, StorageError
 from s3convex.core.events import ObjectEvent
 from s3convex.core.layout import DEFAULT_LAYOUT, OUTSIDE, KeyInfo, KeyLayout, file_kind
+from s3convex.core.ports import ObjectHead
+from s3convex.handlers.context import HandlerContext
+from s3convex.handlers.objects import on_object_created, on_object_removed
 from s3convex.settings import SEVEN_DAYS, load_settings
 
 DEFAULT = KeyLayout.default()
@@ -62,7 +62,7 @@ def test_default_layout(key: str, expected: KeyInfo) -> None:
 def test_default_layout_is_the_documented_one() -> None:
     assert DEFAULT.spec == DEFAULT_LAYOUT
     assert load_settings(s3_bucket="bucket", convex_url="http://c", convex_deploy_key="k",
-                         _env_file=None).asset_key_layout == DEFAULT_LAYOUT
+                         _env_file=None).aws.asset_key_layout == DEFAULT_LAYOUT
 
 
 def test_custom_layout_with_wildcard_and_embedded_placeholders() -> None:
@@ -133,24 +133,24 @@ BASE = {"s3_bucket": "bucket", "convex_url": "http://c", "convex_deploy_key": "k
 
 def test_url_lifetimes_per_kind_and_their_cap() -> None:
     settings = load_settings(**BASE, url_expires_video="7200")
-    assert settings.url_expires_for("video") == 7200
-    assert settings.url_expires_for("source") == 300 < settings.url_expires_for("metadata")
-    assert settings.url_expires_for("unheard-of") == settings.url_expires_other
+    assert settings.urls.expires_for("video") == 7200
+    assert settings.urls.expires_for("source") == 300 < settings.urls.expires_for("metadata")
+    assert settings.urls.expires_for("unheard-of") == settings.urls.expires_other
     with pytest.raises(ConfigError, match="URL_EXPIRES_SOURCE="):
         load_settings(**BASE, url_expires_source=str(SEVEN_DAYS + 1))
 
 
 def test_refresh_margin_is_at_most_half_a_stored_urls_life() -> None:
-    assert load_settings(**BASE).refresh_margin == 600
-    assert load_settings(**BASE, s3_presign_expires="300").refresh_margin == 150
+    assert load_settings(**BASE).urls.effective_refresh_margin == 600
+    assert load_settings(**BASE, s3_presign_expires="300").urls.effective_refresh_margin == 150
 
 
 def test_cors_and_kms_settings() -> None:
     settings = load_settings(**BASE, s3_cors_allowed_origins=" https://a.example, https://b.example,",
                              s3_cors_allowed_methods="get, head", s3_kms_key_id="  ")
-    assert settings.cors_allowed_origins == ("https://a.example", "https://b.example")
-    assert settings.cors_allowed_methods == ("GET", "HEAD")
-    assert settings.s3_kms_key_id is None
+    assert settings.aws.cors_allowed_origins == ("https://a.example", "https://b.example")
+    assert settings.aws.cors_allowed_methods == ("GET", "HEAD")
+    assert settings.aws.kms_key_id is None
     with pytest.raises(ConfigError, match="S3_CORS_ALLOWED_METHODS="):
         load_settings(**BASE, s3_cors_allowed_methods="GET,PATCH")
 

@@ -32,11 +32,11 @@ def test_valid_environment_loads(clean_env: pytest.MonkeyPatch) -> None:
     for name, value in GOOD.items():
         clean_env.setenv(name, value)
     settings = load_settings()
-    assert settings.s3_bucket == "video-assets"
-    assert settings.convex_base_url == "http://127.0.0.1:3210"
-    assert settings.endpoint_url == "http://127.0.0.1:4566"
-    assert settings.sqs_max_receive_count == 5
-    assert settings.s3_presign_expires == 3600
+    assert settings.aws.bucket == "video-assets"
+    assert settings.convex.base_url == "http://127.0.0.1:3210"
+    assert settings.aws.endpoint_url == "http://127.0.0.1:4566"
+    assert settings.sqs.max_receive_count == 5
+    assert settings.urls.presign_expires == 3600
     assert "secretsecret" not in repr(settings)
 
 
@@ -47,7 +47,7 @@ def test_valid_environment_loads(clean_env: pytest.MonkeyPatch) -> None:
         ("S3_BUCKET", "Bad_Bucket", "S3_BUCKET='Bad_Bucket' is invalid"),
         ("S3_PRESIGN_EXPIRES", "999999999", "S3_PRESIGN_EXPIRES='999999999' is invalid"),
         ("SQS_MAX_RECEIVE_COUNT", "0", "SQS_MAX_RECEIVE_COUNT='0' is invalid"),
-        ("S3_UPLOAD_ON_WRITE", "perhaps", "S3_UPLOAD_ON_WRITE='perhaps' is invalid"),
+        ("CONSUMER_SIGNED_HEAD", "perhaps", "CONSUMER_SIGNED_HEAD='perhaps' is invalid"),
     ],
 )
 def test_invalid_value_names_the_variable(

@@ -11,8 +11,8 @@ import random
 from pathlib import Path
 
 import pytest
-from s3convex.consumer.ack import REASON_ATTRIBUTE
 
+from s3convex.consumer.ack import REASON_ATTRIBUTE
 from tests.stack import AWKWARD_KEYS, Stack
 
 pytestmark = pytest.mark.e2e

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from s3convex.consumer.decode import Decoder
-from s3convex.handlers.objects import registry
 
+from s3convex.consumer.decode import Decoder
 from s3convex.core.errors import PoisonMessage
 from s3convex.core.events import ObjectEvent
+from s3convex.handlers.objects import registry
 
 FIXTURES = Path(__file__).parent / "fixtures" / "events"
 decoder = Decoder(["video-assets"])

@@ -6,9 +6,9 @@ import io
 
 import pytest
 from rich.console import Console
+
 from s3convex.consumer.ops import assets as assets_cli
 from s3convex.consumer.ops.assets import AssetView
-
 from tests.ops_support import run_cli
 from tests.stack import Stack
 
@@ -38,8 +38,10 @@ async def test_show_a_deleted_object_shows_its_tombstone_and_history(stack: Stac
     assert missing.code == 1 and missing.json["record"] is None
     assert "no record for" in missing.stderr
     bad = await run_cli(stack, "assets", "show", "just-a-bucket")
-    # A usage error (consumer.cli.main should make it exit 2 without a traceback).
-    assert bad.code != 0 and "BUCKET/KEY" in bad.stderr
+    # A usage error: consumer.cli.main exits 2 for usage and configuration errors, without a
+    # traceback.
+    assert bad.code == 2 and "BUCKET/KEY" in bad.stderr
+    assert "Traceback" not in bad.stderr and bad.stdout == ""
 
 
 async def test_list_by_prefix_status_and_session(stack: Stack) -> None:
@@ -68,7 +70,9 @@ async def test_list_by_prefix_status_and_session(stack: Stack) -> None:
     assert sorted(r["key"] for r in session["items"]) == ["sessions/s-42/a.mp4", "sessions/s-42/b.json"]
 
     bad = await run_cli(stack, "assets", "list", "--status", "gone")
-    assert bad.code != 0 and "--status must be one of" in bad.stderr
+    # A usage error: exit 2 (not 1, which means "ran and failed"), no traceback, no output.
+    assert bad.code == 2 and "--status must be one of" in bad.stderr
+    assert "Traceback" not in bad.stderr and bad.stdout == ""
 
 
 def test_show_renders_a_table(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,11 +7,11 @@ import socket
 
 import httpx
 import pytest
-from s3convex.consumer.daemon import Daemon
-from s3convex.consumer.probes import Readiness
 
 from s3convex.adapters.aws import open_clients
 from s3convex.adapters.convex import ConvexClient
+from s3convex.consumer.daemon import Daemon
+from s3convex.consumer.probes import Readiness
 from tests.ops_support import run_cli
 from tests.stack import Stack
 
@@ -117,8 +117,8 @@ async def test_daemon_stops_if_its_probe_port_is_taken(stack: Stack) -> None:
 
 async def test_readiness_follows_its_dependencies(stack: Stack, convex_server, convex_faults) -> None:
     async with (
-        open_clients(stack.settings()) as aws,
-        ConvexClient(convex_server.url, stack.settings().convex_deploy_key, attempts=1) as convex,
+        open_clients(stack.settings().aws) as aws,
+        ConvexClient(convex_server.url, stack.settings().convex.deploy_key, attempts=1) as convex,
     ):
         async def sqs_answers() -> None:
             await aws.sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["QueueArn"])

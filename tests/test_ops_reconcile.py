@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from s3convex.infra.desired import load_infra_settings
 from s3convex.infra.provision import Provisioner
-
 from tests.ops_support import run_cli
 from tests.stack import Stack
 

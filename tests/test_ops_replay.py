@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from s3convex.adapters.aws import open_clients
 from s3convex.consumer.ops.dlq import Selection, describe_body
 from s3convex.consumer.ops.dlq_attributes import REPLAY_COUNT_ATTRIBUTE
 from s3convex.consumer.ops.replayer import Replayer
-
-from s3convex.adapters.aws import open_clients
 from tests.ops_support import release_all, run_cli, s3_event
 from tests.stack import Stack
 
@@ -165,7 +165,7 @@ async def test_crash_between_send_and_delete_duplicates_but_loses_nothing(stack:
     assert stack.depth(stack.dlq_url)["visible"] == len(keys)
 
     settings = stack.settings()
-    async with open_clients(settings) as aws:
+    async with open_clients(settings.aws) as aws:
         crashing = CrashingSqs(aws.sqs)
         replayer = Replayer(crashing, stack.dlq_url, stack.queue_url, selection=Selection(),
                             concurrency=1, visibility_timeout=2, wait_seconds=0)

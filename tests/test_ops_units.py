@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import typer
+
+from s3convex.adapters.sqs_batch import entry_bytes, size_batches
 from s3convex.consumer.ops.assets import AssetFilter, parse_location
 from s3convex.consumer.ops.dlq import DlqMessage, Selection, describe_body
 from s3convex.consumer.ops.dlq_attributes import (
@@ -29,8 +31,6 @@ from s3convex.consumer.ops.reconcile_merge import (
     merge_by_key,
 )
 from s3convex.consumer.probes import ProbeServer, Readiness
-
-from s3convex.adapters.sqs_batch import entry_bytes, size_batches
 from s3convex.core.errors import PermanentError
 from tests.ops_support import s3_event
 

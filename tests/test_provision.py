@@ -12,6 +12,9 @@ from urllib.parse import unquote_plus
 import httpx
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+from typer.testing import CliRunner
+
+from s3convex.core.errors import StorageError, StorageUnavailable
 from s3convex.infra.aws import aws_call, make_clients
 from s3convex.infra.cli import app
 from s3convex.infra.desired import (
@@ -21,13 +24,11 @@ from s3convex.infra.desired import (
     POLICY_SID,
     SOURCE_RETENTION_SECONDS,
     Desired,
-    InfraSettings,
+    load_infra_settings,
     normalize_notification,
 )
 from s3convex.infra.provision import Provisioner
-from typer.testing import CliRunner
-
-from s3convex.core.errors import StorageError, StorageUnavailable
+from s3convex.settings import AwsSettings, load
 from tests.backends import AwsResources
 
 # Attributes that change by themselves (counters) and so say nothing about what `up` wrote.
@@ -37,9 +38,10 @@ _VOLATILE = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisib
 
 def provisioner(**overrides: Any) -> Provisioner:
     """A provisioner for the test's names (from the environment ``aws_resources`` set)."""
-    settings = InfraSettings(_env_file=None, **overrides)
+    settings = load_infra_settings(_env_file=None, **overrides)
     return Provisioner(
-        *_clients(settings.endpoint_url, settings.aws_region), Desired.from_settings(settings)
+        *_clients(settings.aws.endpoint_url, settings.aws.region),
+        Desired.from_settings(settings.aws, settings.sqs),
     )
 
 
@@ -47,9 +49,8 @@ def provisioner(**overrides: Any) -> Provisioner:
 def _clients(endpoint_url: str | None, region: str) -> tuple[Any, Any]:
     # Building clients costs ~0.3 s; tests build many provisioners against one endpoint.
     return make_clients(
-        InfraSettings(
-            _env_file=None, aws_endpoint_url=endpoint_url, aws_region=region, s3_bucket="unused"
-        )
+        load(AwsSettings, _env_file=None, aws_endpoint_url=endpoint_url, aws_region=region,
+             s3_bucket="unused")
     )
 
 
@@ -503,8 +504,8 @@ def test_policy_names_the_bucket_in_the_queues_partition() -> None:
 def test_settings_without_convex_are_enough_for_infra(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("CONVEX_URL", "CONVEX_DEPLOY_KEY"):
         monkeypatch.delenv(name, raising=False)
-    settings = InfraSettings(_env_file=None, s3_bucket="media", sqs_queue_url="http://h/1/q-x")
-    desired = Desired.from_settings(settings)
+    settings = load_infra_settings(_env_file=None, s3_bucket="media", sqs_queue_url="http://h/1/q-x")
+    desired = Desired.from_settings(settings.aws, settings.sqs)
     assert (desired.queue_name, desired.queue_url) == ("q-x", "http://h/1/q-x")
 
 

@@ -47,7 +47,7 @@ KEYS = [
 async def test_signed_head_answers_every_key_exactly_as_aiobotocore(stack: Stack) -> None:
     for key in KEYS:
         stack.put(key, key.encode(), ContentType="video/mp4", Metadata={"scene": "3", "Owner": "ada"})
-    async with open_clients(stack.settings()) as aws:
+    async with open_clients(stack.settings().aws) as aws:
         assert aws.signed_head is not None  # on by default
         slow, fast = S3ObjectStore(aws.s3), S3ObjectStore(aws.s3, aws.signed_head)
         for key in KEYS:
@@ -66,7 +66,7 @@ async def test_signed_head_reads_checksums_encryption_storage_class_and_versions
     first = stack.put("v/clip.mp4", b"first version")
     stack.put("v/clip.mp4", body, ChecksumAlgorithm="SHA256", ServerSideEncryption="AES256",
               StorageClass="STANDARD_IA")
-    async with open_clients(stack.settings()) as aws:
+    async with open_clients(stack.settings().aws) as aws:
         slow, fast = S3ObjectStore(aws.s3), S3ObjectStore(aws.s3, aws.signed_head)
         latest = await fast.head(stack.bucket, "v/clip.mp4")
         assert latest == await slow.head(stack.bucket, "v/clip.mp4")
@@ -86,7 +86,7 @@ async def test_without_credentials_or_when_switched_off_everything_goes_through_
     stack: Stack,
 ) -> None:
     stack.put("k.txt", b"abc")
-    async with open_clients(stack.settings(consumer_signed_head=False)) as aws:
+    async with open_clients(stack.settings().aws, signed_head=False) as aws:
         assert aws.signed_head is None
         head = await S3ObjectStore(aws.s3, aws.signed_head).head(stack.bucket, "k.txt")
         assert head is not None and head.size == 3
@@ -96,7 +96,7 @@ async def test_a_network_error_hands_over_to_the_client(stack: Stack) -> None:
     stack.put("k.txt", b"abc")
     dead = f"http://127.0.0.1:{_unused_port()}"
     async with (
-        open_clients(stack.settings()) as aws,
+        open_clients(stack.settings().aws) as aws,
         get_session().create_client("s3", endpoint_url=dead, **LOCAL_CLIENT) as nowhere,
         aiohttp.ClientSession() as http,
     ):
@@ -222,7 +222,7 @@ def _unused_port() -> int:
 async def test_presigned_gets_are_made_as_the_client_makes_them_and_download(stack: Stack) -> None:
     key = "scene 1/vidéo+final.mp4"
     stack.put(key, b"the video")
-    async with open_clients(stack.settings()) as aws, httpx.AsyncClient() as http:
+    async with open_clients(stack.settings().aws) as aws, httpx.AsyncClient() as http:
         assert aws.signed_head is not None
         direct = await aws.signed_head.presign_get(stack.bucket, key, 600)
         stock = await aws.s3.generate_presigned_url(

@@ -6,10 +6,10 @@ import asyncio
 import random
 
 import pytest
-from s3convex.consumer.batching import MicroBatcher
-from s3convex.consumer.retry import RetryPolicy, decide
 
 from s3convex.adapters.urls import public_url
+from s3convex.consumer.batching import MicroBatcher
+from s3convex.consumer.retry import RetryPolicy, decide
 from s3convex.core.asset import etag_kind
 from s3convex.core.backoff import backoff_delay
 from s3convex.core.errors import (

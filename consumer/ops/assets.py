@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+
+from s3convex.adapters.convex import ConvexClient
 from s3convex.consumer.ops.output import (
     JsonOption,
     console,
@@ -24,8 +26,6 @@ from s3convex.consumer.ops.output import (
     print_json,
     wants_json,
 )
-
-from s3convex.adapters.convex import ConvexClient
 
 STATUSES = ("available", "deleted", "failed")
 MAX_SCAN = 50_000  # records read by one `list` at most, whatever the filters
@@ -128,7 +128,7 @@ def _convex() -> ConvexClient:
     from s3convex.settings import load_settings
 
     settings = load_settings()
-    return ConvexClient(settings.convex_base_url, settings.convex_deploy_key, timeout=settings.convex_timeout)
+    return ConvexClient(settings.convex.base_url, settings.convex.deploy_key, timeout=settings.convex.timeout)
 
 
 @app.command("show")
@@ -168,7 +168,7 @@ def list_command(
 
     if status is not None and status not in STATUSES:
         raise typer.BadParameter(f"--status must be one of {', '.join(STATUSES)}")
-    selection = AssetFilter(bucket or load_settings().s3_bucket, session, status, prefix)
+    selection = AssetFilter(bucket or load_settings().aws.bucket, session, status, prefix)
 
     async def fetch() -> tuple[list[dict[str, Any]], bool]:
         async with _convex() as convex:

@@ -33,7 +33,6 @@ from s3convex.consumer.ops.dlq_attributes import (
     attributes_to_json,
     clean_attributes,
 )
-
 from s3convex.core.errors import PoisonMessage
 
 Described = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str | None]

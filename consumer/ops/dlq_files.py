@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from s3convex.adapters.sqs_batch import Outgoing, entry_bytes, send_batch, size_batches
 from s3convex.consumer.ops.dlq import Selection
 from s3convex.consumer.ops.dlq_attributes import attributes_from_json, with_replay_count
 from s3convex.consumer.ops.dlq_scanner import DlqScanner
 from s3convex.consumer.ops.output import new_run_id, now_ms
 from s3convex.consumer.ops.pacing import RateLimiter
 from s3convex.consumer.ops.replayer import MAX_AUDIT_IDS, ReplayReport
-
-from s3convex.adapters.sqs_batch import Outgoing, entry_bytes, send_batch, size_batches
 from s3convex.core.errors import PermanentError
 
 MAX_MESSAGE_BYTES = 256 * 1024

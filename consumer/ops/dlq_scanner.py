@@ -16,12 +16,11 @@ import logging
 import time
 from typing import Any
 
+from s3convex.adapters.aws import map_aws_error
+from s3convex.adapters.sqs_batch import delete_batch
 from s3convex.consumer.heartbeat import VisibilityHeartbeat
 from s3convex.consumer.inflight import InFlightMessage
 from s3convex.consumer.ops.dlq import DlqMessage
-
-from s3convex.adapters.aws import map_aws_error
-from s3convex.adapters.sqs_batch import delete_batch
 
 log = logging.getLogger(__name__)
 

@@ -26,12 +26,12 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
-from s3convex.consumer.ops.output import JsonOption, console, print_json, wants_json
-from s3convex.consumer.ops.reconcile import S3Object, judge, s3_pages
 
 from s3convex.adapters.aws import AwsClients, map_aws_error
 from s3convex.adapters.convex import ConvexClient
 from s3convex.adapters.sqs_batch import queue_depth
+from s3convex.consumer.ops.output import JsonOption, console, print_json, wants_json
+from s3convex.consumer.ops.reconcile import S3Object, judge, s3_pages
 from s3convex.core.errors import ConvexFunctionError, StorageError, SyncError
 from s3convex.settings import Settings
 
@@ -121,11 +121,11 @@ class HealthChecker:
 
     async def _check_s3(self) -> Check:
         try:
-            await self._aws.s3.head_bucket(Bucket=self._s.s3_bucket)
+            await self._aws.s3.head_bucket(Bucket=self._s.aws.bucket)
         except Exception as exc:
             error = map_aws_error(exc, "HeadBucket")
-            return Check("s3", "fail", f"bucket {self._s.s3_bucket}: {error}")
-        return Check("s3", "ok", f"bucket {self._s.s3_bucket} reachable")
+            return Check("s3", "fail", f"bucket {self._s.aws.bucket}: {error}")
+        return Check("s3", "ok", f"bucket {self._s.aws.bucket} reachable")
 
     async def _queue_url(self, name: str, url: str | None = None) -> str | None:
         if url:
@@ -140,8 +140,8 @@ class HealthChecker:
 
     async def _check_queue(self) -> Check:
         s = self._s
-        name = s.sqs_queue_name
-        url = await self._queue_url(name, str(s.sqs_queue_url) if s.sqs_queue_url else None)
+        name = s.sqs.queue_name
+        url = await self._queue_url(name, str(s.sqs.queue_url) if s.sqs.queue_url else None)
         if url is None:
             return Check("queue", "fail", f"queue {name} not found — run `s3convex infra up`")
         try:
@@ -156,13 +156,13 @@ class HealthChecker:
             target = json.loads(attributes.get("RedrivePolicy") or "{}").get("deadLetterTargetArn", "")
         except ValueError:
             target = ""
-        if str(target).rsplit(":", 1)[-1] != s.sqs_dlq_name:
-            return Check("queue", "warn", f"{name}: no redrive policy to {s.sqs_dlq_name}", depth)
+        if str(target).rsplit(":", 1)[-1] != s.sqs.dlq_name:
+            return Check("queue", "warn", f"{name}: no redrive policy to {s.sqs.dlq_name}", depth)
         return Check("queue", "ok", f"{name}: {depth['visible']} waiting, {depth['inFlight']} in flight",
                      depth)
 
     async def _check_dlq(self) -> Check:
-        name = self._s.sqs_dlq_name
+        name = self._s.sqs.dlq_name
         url = await self._queue_url(name)
         if url is None:
             return Check("dlq", "fail", f"queue {name} not found — run `s3convex infra up`")
@@ -177,7 +177,7 @@ class HealthChecker:
 
         queue_arn = await self._queue_arn
         try:
-            config = await self._aws.s3.get_bucket_notification_configuration(Bucket=self._s.s3_bucket)
+            config = await self._aws.s3.get_bucket_notification_configuration(Bucket=self._s.aws.bucket)
         except Exception as exc:
             return Check("notification", "fail", str(map_aws_error(exc, "GetBucketNotificationConfiguration")))
         ours = next((c for c in config.get("QueueConfigurations", []) if c.get("Id") == NOTIFICATION_ID), None)
@@ -187,7 +187,7 @@ class HealthChecker:
         if queue_arn is None:
             return Check("notification", "fail", f"{NOTIFICATION_ID} targets {ours.get('QueueArn')}, "
                                                  "but the queue is missing")
-        desired = Desired.from_settings(self._s).notification(queue_arn)
+        desired = Desired.from_settings(self._s.aws, self._s.sqs).notification(queue_arn)
         if normalize_notification(ours) != normalize_notification(desired):
             return Check("notification", "warn", f"{NOTIFICATION_ID} differs from what `infra up` sets",
                          {"current": normalize_notification(ours), "desired": normalize_notification(desired)})
@@ -202,7 +202,7 @@ class HealthChecker:
                 missing.append(f"{path} ({exc.error_message[:120]})")
         if missing:
             return Check("convex", "fail", "functions missing or failing: " + "; ".join(missing))
-        return Check("convex", "ok", f"{self._s.convex_base_url}: {len(FUNCTION_PROBES)} functions answer")
+        return Check("convex", "ok", f"{self._s.convex.base_url}: {len(FUNCTION_PROBES)} functions answer")
 
     async def _check_sample(self) -> Check:
         """Reservoir-sample objects among the first ``sample_scan`` listed (under the
@@ -210,9 +210,9 @@ class HealthChecker:
         chosen: list[S3Object] = []
         scanned, recent = 0, 0
         now = int(time.time() * 1000)
-        async for page in s3_pages(self._aws.s3, self._s.s3_bucket, self._s.s3_notification_prefix, 1000):
+        async for page in s3_pages(self._aws.s3, self._s.aws.bucket, self._s.aws.notification_prefix, 1000):
             for obj in page:
-                if not obj.key.endswith(self._s.s3_notification_suffix):
+                if not obj.key.endswith(self._s.aws.notification_suffix):
                     continue
                 if now - obj.last_modified_ms < self._settle_ms:
                     recent += 1
@@ -225,7 +225,7 @@ class HealthChecker:
             if scanned >= self._sample_scan:
                 break
         records = await asyncio.gather(*(self._convex.query(
-            "assets:getByKey", {"bucket": self._s.s3_bucket, "key": o.key}) for o in chosen))
+            "assets:getByKey", {"bucket": self._s.aws.bucket, "key": o.key}) for o in chosen))
         drift = [d for d in (judge(o, r) for o, r in zip(chosen, records, strict=True)) if d]
         data = {"sampled": len(chosen), "scanned": scanned, "skippedRecent": recent,
                 "drift": [d.to_dict() for d in drift]}
@@ -256,9 +256,9 @@ def health_command(
 
     async def run() -> HealthReport:
         async with (
-            open_clients(settings, max_pool_connections=32) as aws,
-            ConvexClient(settings.convex_base_url, settings.convex_deploy_key,
-                         timeout=min(settings.convex_timeout, timeout), attempts=2) as convex,
+            open_clients(settings.aws, max_pool_connections=32) as aws,
+            ConvexClient(settings.convex.base_url, settings.convex.deploy_key,
+                         timeout=min(settings.convex.timeout, timeout), attempts=2) as convex,
         ):
             return await HealthChecker(settings, aws, convex, sample=sample, sample_scan=sample_scan,
                                        settle_seconds=settle, timeout=timeout).run()

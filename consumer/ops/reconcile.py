@@ -29,6 +29,8 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+
+from s3convex.adapters.convex import ConvexClient
 from s3convex.consumer.ops.output import (
     JsonOption,
     console,
@@ -39,8 +41,6 @@ from s3convex.consumer.ops.output import (
 )
 from s3convex.consumer.ops.reconcile_merge import Drift, S3Object, effective_prefix, judge, s3_pages
 from s3convex.consumer.ops.reconciler import Reconciler, ReconcileSummary
-
-from s3convex.adapters.convex import ConvexClient
 
 __all__ = ["S3Object", "judge", "reconcile_command", "register", "s3_pages"]
 
@@ -60,24 +60,23 @@ def reconcile_command(
     json_output: JsonOption = False,
 ) -> None:
     """Compare S3 with Convex (missing, gone, changed); exit 0 consistent, 1 drift found."""
-    from s3convex.consumer.daemon import url_source
-
     from s3convex.adapters.aws import open_clients
+    from s3convex.adapters.urls import url_source
     from s3convex.settings import load_settings
 
     settings = load_settings()
-    listing_prefix = effective_prefix(settings.s3_notification_prefix, prefix)
+    listing_prefix = effective_prefix(settings.aws.notification_prefix, prefix)
     shown: list[Drift] = []
 
     async def run() -> ReconcileSummary:
         async with (
-            open_clients(settings, max_pool_connections=head_concurrency + 8) as aws,
-            ConvexClient(settings.convex_base_url, settings.convex_deploy_key,
-                         timeout=settings.convex_timeout) as convex,
+            open_clients(settings.aws, max_pool_connections=head_concurrency + 8) as aws,
+            ConvexClient(settings.convex.base_url, settings.convex.deploy_key,
+                         timeout=settings.convex.timeout) as convex,
         ):
-            reconciler = Reconciler(aws.s3, convex, settings.s3_bucket, urls=url_source(settings, aws),
-                                    layout=settings.key_layout, prefix=listing_prefix or "",
-                                    suffix=settings.s3_notification_suffix,
+            reconciler = Reconciler(aws.s3, convex, settings.aws.bucket, urls=url_source(settings.urls, aws),
+                                    layout=settings.aws.key_layout, prefix=listing_prefix or "",
+                                    suffix=settings.aws.notification_suffix,
                                     fix=not dry_run, page_size=page_size,
                                     convex_page_size=min(page_size, 500),
                                     head_concurrency=head_concurrency,

@@ -17,20 +17,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from s3convex.adapters.convex import ConvexClient
+from s3convex.adapters.s3_store import S3ObjectStore
+from s3convex.adapters.signed_head import SignedHead
 from s3convex.consumer.apply import ConvexApplier
 from s3convex.consumer.dispatch import Dispatcher
 from s3convex.consumer.ops.output import now_ms
 from s3convex.consumer.ops.reconcile_merge import Drift
-from s3convex.handlers.context import HandlerContext
-from s3convex.handlers.objects import registry
-
-from s3convex.adapters.convex import ConvexClient
-from s3convex.adapters.s3_store import S3ObjectStore
-from s3convex.adapters.signed_head import SignedHead
-from s3convex.adapters.urls import UrlSource
 from s3convex.core.errors import PermanentError, RetryableError
 from s3convex.core.events import ObjectEvent
 from s3convex.core.layout import KeyLayout
+from s3convex.core.ports import UrlSource
+from s3convex.handlers.context import HandlerContext
+from s3convex.handlers.objects import registry
 
 CREATED_EVENT = "ObjectCreated:Reconcile"
 REMOVED_EVENT = "ObjectRemoved:Reconcile"

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from s3convex.consumer.ops.output import iso_ms
-
 from s3convex.adapters.aws import map_aws_error
 from s3convex.adapters.convex import ConvexClient
+from s3convex.consumer.ops.output import iso_ms
 from s3convex.core.errors import PermanentError
 
 T = TypeVar("T")

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from s3convex.adapters.convex import ConvexClient
+from s3convex.adapters.signed_head import SignedHead
 from s3convex.consumer.ops.output import iso_ms, new_run_id, now_ms
 from s3convex.consumer.ops.reconcile_fixer import DriftFixer
 from s3convex.consumer.ops.reconcile_merge import (
@@ -25,11 +27,8 @@ from s3convex.consumer.ops.reconcile_merge import (
     prefetched,
     s3_pages,
 )
-
-from s3convex.adapters.convex import ConvexClient
-from s3convex.adapters.signed_head import SignedHead
-from s3convex.adapters.urls import UrlSource
 from s3convex.core.layout import KeyLayout
+from s3convex.core.ports import UrlSource
 
 
 @dataclass

@@ -31,6 +31,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+
+from s3convex.adapters.convex import ConvexClient
 from s3convex.consumer.ops.dlq import DlqMessage, Selection
 from s3convex.consumer.ops.dlq_files import Importer, ImportReport, export_messages
 from s3convex.consumer.ops.output import (
@@ -48,8 +50,6 @@ from s3convex.consumer.ops.output import (
 )
 from s3convex.consumer.ops.replay_audit import LIST_RUNS, ReplayAudit, audited
 from s3convex.consumer.ops.replayer import Replayer, ReplayReport
-
-from s3convex.adapters.convex import ConvexClient
 
 app = typer.Typer(
     name="replay",
@@ -93,20 +93,19 @@ def _selection(keys: list[str] | None, events: list[str] | None, reasons: list[s
 async def _with_queues(work: Callable[[Any, str, str, Any], Awaitable[Any]], *,
                        need_convex: bool = False) -> Any:
     """Open AWS (and Convex) clients from the settings and hand ``work`` the queue URLs."""
-    from s3convex.consumer.daemon import resolve_queues
-    from s3convex.infra.desired import load_infra_settings
-
     from s3convex.adapters.aws import open_clients
-    from s3convex.settings import load_settings
+    from s3convex.adapters.queues import resolve_queues
+    from s3convex.settings import AwsSettings, ConvexSettings, SqsSettings, load
 
-    settings = load_settings() if need_convex else load_infra_settings()
-    async with open_clients(settings, max_pool_connections=32) as aws:
-        queue_url, dlq_url, _ = await resolve_queues(aws, settings)
-        if not need_convex:
-            return await work(aws.sqs, queue_url, dlq_url, None)
-        async with ConvexClient(settings.convex_base_url, settings.convex_deploy_key,
-                                timeout=settings.convex_timeout) as convex:
-            return await work(aws.sqs, queue_url, dlq_url, convex)
+    aws_settings, sqs_settings = load(AwsSettings), load(SqsSettings)
+    convex_settings = load(ConvexSettings) if need_convex else None
+    async with open_clients(aws_settings, max_pool_connections=32) as aws:
+        queues = await resolve_queues(aws.sqs, sqs_settings)
+        if convex_settings is None:
+            return await work(aws.sqs, queues.url, queues.dlq_url, None)
+        async with ConvexClient(convex_settings.base_url, convex_settings.deploy_key,
+                                timeout=convex_settings.timeout) as convex:
+            return await work(aws.sqs, queues.url, queues.dlq_url, convex)
 
 
 def _messages_table(messages: list[DlqMessage], title: str) -> Table:
@@ -316,8 +315,8 @@ def runs_command(
     settings = load_settings()
 
     async def fetch() -> list[dict[str, Any]]:
-        async with ConvexClient(settings.convex_base_url, settings.convex_deploy_key,
-                                timeout=settings.convex_timeout) as convex:
+        async with ConvexClient(settings.convex.base_url, settings.convex.deploy_key,
+                                timeout=settings.convex.timeout) as convex:
             return await convex.query(LIST_RUNS, {"limit": limit})
 
     runs = asyncio.run(fetch())

@@ -14,10 +14,9 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from s3convex.adapters.convex import ConvexClient
 from s3convex.consumer.ops.output import now_ms
 from s3convex.consumer.ops.replayer import ReplayReport, current_operator
-
-from s3convex.adapters.convex import ConvexClient
 
 RECORD_RUN = "operations:recordReplayRun"
 LIST_RUNS = "operations:listReplayRuns"

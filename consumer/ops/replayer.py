@@ -18,13 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from s3convex.adapters.sqs_batch import Outgoing, entry_bytes, queue_depth, send_batch, size_batches
 from s3convex.consumer.ops.dlq import DlqMessage, Selection
 from s3convex.consumer.ops.dlq_attributes import with_replay_count
 from s3convex.consumer.ops.dlq_scanner import DlqScanner
 from s3convex.consumer.ops.output import iso_ms, new_run_id, now_ms
 from s3convex.consumer.ops.pacing import RateLimiter
-
-from s3convex.adapters.sqs_batch import Outgoing, entry_bytes, queue_depth, send_batch, size_batches
 
 MAX_AUDIT_IDS = 1000  # convex/operations.ts MAX_MOVED_IDS
 

@@ -69,9 +69,9 @@ def get(
     from s3convex.adapters.aws import open_clients
 
     async def issue(settings: Settings, convex: ConvexClient) -> Any:
-        async with open_clients(settings, max_pool_connections=4) as aws:
+        async with open_clients(settings.aws, max_pool_connections=4) as aws:
             access = AssetAccess.from_settings(settings, convex, aws.s3)
-            return await access.get_url(principal, bucket or settings.s3_bucket, key)
+            return await access.get_url(principal, bucket or settings.aws.bucket, key)
 
     issued = _run(issue)
     if json_output:
@@ -163,7 +163,7 @@ def audit(
         if principal:
             args["principal"] = principal
         if key:
-            args.update(bucket=bucket or settings.s3_bucket, key=key)
+            args.update(bucket=bucket or settings.aws.bucket, key=key)
         return (await convex.query("access:auditLog", args))["page"]
 
     rows = _run(call)
@@ -180,16 +180,15 @@ def audit(
 @app.command()
 def refresh(json_output: JsonOption = False) -> None:
     """Re-sign every stored URL expiring within URL_REFRESH_MARGIN, once."""
-    from s3convex.consumer.daemon import url_source
+    from s3convex.adapters.aws import open_clients
+    from s3convex.adapters.urls import url_source
     from s3convex.consumer.url_refresh import UrlRefresher
 
-    from s3convex.adapters.aws import open_clients
-
     async def sweep(settings: Settings, convex: ConvexClient) -> Any:
-        async with open_clients(settings, max_pool_connections=8) as aws:
-            refresher = UrlRefresher(convex, url_source(settings, aws), [settings.s3_bucket],
-                                     margin_s=settings.refresh_margin,
-                                     interval_s=settings.url_refresh_interval)
+        async with open_clients(settings.aws, max_pool_connections=8) as aws:
+            refresher = UrlRefresher(convex, url_source(settings.urls, aws), [settings.aws.bucket],
+                                     margin_s=settings.urls.effective_refresh_margin,
+                                     interval_s=settings.urls.refresh_interval)
             return await refresher.refresh_once()
 
     report = _run(sweep)
@@ -206,8 +205,8 @@ def _run(work: Callable[[Settings, ConvexClient], Awaitable[T]]) -> T:
     settings = load_settings()
 
     async def main() -> T:
-        async with ConvexClient(settings.convex_base_url, settings.convex_deploy_key,
-                                timeout=settings.convex_timeout) as convex:
+        async with ConvexClient(settings.convex.base_url, settings.convex.deploy_key,
+                                timeout=settings.convex.timeout) as convex:
             return await work(settings, convex)
 
     return asyncio.run(main())
@@ -219,7 +218,7 @@ def _scope(settings: Settings, session: str | None, key: str | None,
         raise typer.BadParameter("give exactly one of --session or --key")
     if session is not None:
         return {"sessionId": session}
-    return {"bucket": bucket or settings.s3_bucket, "key": key}  # type: ignore[dict-item]
+    return {"bucket": bucket or settings.aws.bucket, "key": key}  # type: ignore[dict-item]
 
 
 def _actor(actor: str | None) -> str:

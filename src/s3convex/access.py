@@ -71,8 +71,8 @@ class AssetAccess:
 
     @classmethod
     def from_settings(cls, settings: Settings, convex: ConvexClient, s3_client: Any) -> AssetAccess:
-        return cls(convex, PresignedUrls(s3_client, settings.s3_presign_expires),
-                   layout=settings.key_layout, expires_for=settings.url_expires_for)
+        return cls(convex, PresignedUrls(s3_client, settings.urls.presign_expires),
+                   layout=settings.aws.key_layout, expires_for=settings.urls.expires_for)
 
     async def get_url(self, principal: str, bucket: str, key: str) -> IssuedUrl:
         info = self._layout.classify(key)

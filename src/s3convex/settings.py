@@ -1,14 +1,26 @@
-"""Configuration from the environment (and an optional ``.env``), validated once at start.
+"""Configuration from the environment (and an optional ``.env``), by concern, validated once.
 
-Every setting is an environment variable named like the field in upper case. A missing or
-invalid value is reported by :func:`load_settings` as one line naming the variable and what
-is allowed; the CLI prints it and exits 2.
+Each concern is its own settings class, and each module takes only the part it needs::
+
+    AwsSettings        where the objects are: endpoint, region, bucket, key layout, bucket setup
+    SqsSettings        the notification queue and its dead-letter queue
+    ConvexSettings     the deployment and its deploy key
+    ConsumerSettings   the daemon's tuning and its probes
+    UrlSettings        stored URLs (public or presigned) and the lifetimes handed out
+    TelemetrySettings  logging
+
+:class:`Settings` composes all six. Every field is read from the environment variable its alias
+names (case-insensitive), the names the README documents. A missing or invalid value is reported
+by :func:`load_settings` / :func:`load` as one line naming the variable and what is allowed; the
+CLI prints it and exits 2. Credentials are never read here: they come from the AWS chain.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,92 +37,49 @@ _CORS_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "HEAD"})
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
-class Settings(BaseSettings):
+def env(name: str, default: Any = ..., **constraints: Any) -> Any:
+    """A field read from the environment variable ``name``."""
+    return Field(default, validation_alias=name, **constraints)
+
+
+class _Part(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False,
+        populate_by_name=True, frozen=True,
     )
 
-    # --- AWS (S3 + SQS). Credentials come from the standard AWS chain, never from here.
-    aws_endpoint_url: AnyHttpUrl | None = None
-    aws_region: str = "us-east-1"
-    s3_bucket: str
-    sqs_queue_name: str = "s3convex-events"
-    sqs_queue_url: AnyHttpUrl | None = None
-    sqs_dlq_name: str = "s3convex-events-dlq"
-    sqs_max_receive_count: int = Field(5, ge=1, le=1000)
-    sqs_visibility_timeout: int = Field(60, ge=1, le=43200)
-    s3_notification_prefix: str = ""
-    s3_notification_suffix: str = ""
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """Field name → the environment variable it is read from."""
+        return {name: str(info.validation_alias) for name, info in cls.model_fields.items()}
 
-    # --- Convex
-    convex_url: AnyHttpUrl
-    convex_deploy_key: SecretStr
-    convex_timeout: float = Field(10.0, gt=0, le=300)
+    def as_environment(self) -> dict[str, Any]:
+        """Variable → value as JSON would show it (secrets masked), for ``s3convex config``."""
+        dumped = self.model_dump(mode="json")
+        return {self.variables()[name]: value for name, value in dumped.items()}
 
-    # --- Asset URLs
-    s3_public_base_url: AnyHttpUrl | None = None
-    s3_presign_expires: int = Field(3600, ge=1, le=SEVEN_DAYS)
-    s3_upload_on_write: bool = False
-    # Per kind, the longest life of a URL handed out by AssetAccess (`s3convex url get`): the
-    # more sensitive the file, the shorter. Never above SigV4's 7 days.
-    url_expires_video: int = Field(3600, ge=1, le=SEVEN_DAYS)
-    url_expires_source: int = Field(300, ge=1, le=SEVEN_DAYS)
-    url_expires_metadata: int = Field(900, ge=1, le=SEVEN_DAYS)
-    url_expires_manifest: int = Field(900, ge=1, le=SEVEN_DAYS)
-    url_expires_thumbnail: int = Field(3600, ge=1, le=SEVEN_DAYS)
-    url_expires_subtitle: int = Field(3600, ge=1, le=SEVEN_DAYS)
-    url_expires_other: int = Field(900, ge=1, le=SEVEN_DAYS)
-    # The refresher re-signs stored URLs expiring within the margin, every interval.
-    url_refresh_interval: int = Field(60, ge=1, le=86_400)
-    url_refresh_margin: int = Field(600, ge=1, le=SEVEN_DAYS)
 
-    # --- What keys mean (handlers/layout.py): ";"-separated patterns, first match wins
-    asset_key_layout: str = DEFAULT_LAYOUT
+class AwsSettings(_Part):
+    """S3 (and the AWS endpoint SQS shares): where the objects are and what their keys mean."""
 
-    # --- Bucket settings applied by `infra up`
-    s3_cors_allowed_origins: str = ""  # comma-separated; empty leaves CORS alone
-    s3_cors_allowed_methods: str = "GET,HEAD"
-    s3_cors_max_age: int = Field(3600, ge=0, le=86_400)
-    s3_kms_key_id: str | None = None  # set: default SSE-KMS encryption with this key
+    endpoint: AnyHttpUrl | None = env("AWS_ENDPOINT_URL", None)
+    region: str = env("AWS_REGION", "us-east-1")
+    bucket: str = env("S3_BUCKET")
+    notification_prefix: str = env("S3_NOTIFICATION_PREFIX", "")
+    notification_suffix: str = env("S3_NOTIFICATION_SUFFIX", "")
+    # What keys mean (core/layout.py): ";"-separated patterns, first match wins.
+    asset_key_layout: str = env("ASSET_KEY_LAYOUT", DEFAULT_LAYOUT)
+    # Bucket settings applied by `infra up`.
+    cors_origins: str = env("S3_CORS_ALLOWED_ORIGINS", "")  # comma-separated; empty: CORS untouched
+    cors_methods: str = env("S3_CORS_ALLOWED_METHODS", "GET,HEAD")
+    cors_max_age: int = env("S3_CORS_MAX_AGE", 3600, ge=0, le=86_400)
+    kms_key_id: str | None = env("S3_KMS_KEY_ID", None)  # set: default SSE-KMS with this key
 
-    # --- Consumer daemon
-    consumer_pollers: PositiveInt = 4
-    consumer_max_in_flight: PositiveInt = 500
-    consumer_flush_events: int = Field(200, ge=1, le=1000)
-    consumer_flush_ms: int = Field(50, ge=0, le=60_000)
-    consumer_max_concurrent_flushes: int = Field(8, ge=1, le=16)
-    consumer_head_concurrency: PositiveInt = 32
-    # HeadObject and presigned GETs signed by botocore's signers directly (about 3x less CPU);
-    # off: everything through aiobotocore.
-    consumer_signed_head: bool = True
-    # How long a finished message waits for others to share its DeleteMessageBatch call (up to
-    # 10 per call): at a steady 100 msg/s, 100 ms makes ~10 deletes one call instead of ~10 calls.
-    consumer_delete_wait_ms: int = Field(100, ge=0, le=5_000)
-    consumer_grace_seconds: float = Field(20.0, ge=0)
-    # Long-poll wait: 10 s keeps SIGTERM → exit under ~10 s at a negligible request cost.
-    consumer_wait_seconds: int = Field(10, ge=0, le=20)
-    health_port: int | None = Field(None, ge=0, le=65535)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-
-    @field_validator("s3_bucket")
+    @field_validator("bucket")
     @classmethod
     def _bucket_name(cls, value: str) -> str:
         if not _BUCKET_RE.match(value) or ".." in value:
             raise ValueError("must be an S3 bucket name: 3-63 of a-z 0-9 . -")
-        return value
-
-    @field_validator("sqs_queue_name", "sqs_dlq_name")
-    @classmethod
-    def _queue_name(cls, value: str) -> str:
-        if not _QUEUE_RE.match(value):
-            raise ValueError("must be an SQS queue name: 1-80 of A-Z a-z 0-9 _ -")
-        return value
-
-    @field_validator("convex_deploy_key")
-    @classmethod
-    def _key_not_blank(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
         return value
 
     @field_validator("asset_key_layout")
@@ -118,7 +87,7 @@ class Settings(BaseSettings):
     def _layout_parses(cls, value: str) -> str:
         return KeyLayout.parse(value).spec
 
-    @field_validator("s3_cors_allowed_methods")
+    @field_validator("cors_methods")
     @classmethod
     def _cors_methods(cls, value: str) -> str:
         methods = _comma_list(value.upper())
@@ -127,72 +96,201 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a comma-separated list of {', '.join(sorted(_CORS_METHODS))}")
         return ",".join(methods)
 
-    @field_validator("s3_kms_key_id")
+    @field_validator("kms_key_id")
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
 
-    @model_validator(mode="after")
-    def _distinct_queues(self) -> Settings:
-        if self.sqs_queue_name == self.sqs_dlq_name:
-            raise ValueError("SQS_DLQ_NAME must differ from SQS_QUEUE_NAME")
-        return self
-
     @property
     def endpoint_url(self) -> str | None:
         """The AWS endpoint as botocore wants it (no trailing slash), or None for real AWS."""
-        return str(self.aws_endpoint_url).rstrip("/") if self.aws_endpoint_url else None
-
-    @property
-    def convex_base_url(self) -> str:
-        return str(self.convex_url).rstrip("/")
+        return str(self.endpoint).rstrip("/") if self.endpoint else None
 
     @property
     def key_layout(self) -> KeyLayout:
         return KeyLayout.parse(self.asset_key_layout)
 
-    def url_expires_for(self, kind: str) -> int:
-        """Seconds a URL handed out for an asset of this kind may live (URL_EXPIRES_<KIND>)."""
-        return min(int(getattr(self, f"url_expires_{kind}", self.url_expires_other)), SEVEN_DAYS)
-
-    @property
-    def refresh_margin(self) -> int:
-        """The margin actually used: at most half a stored URL's life, so a fresh URL is never
-        already due for the next refresh."""
-        return max(1, min(self.url_refresh_margin, self.s3_presign_expires // 2))
-
     @property
     def cors_allowed_origins(self) -> tuple[str, ...]:
-        return tuple(_comma_list(self.s3_cors_allowed_origins))
+        return tuple(_comma_list(self.cors_origins))
 
     @property
     def cors_allowed_methods(self) -> tuple[str, ...]:
-        return tuple(_comma_list(self.s3_cors_allowed_methods))
+        return tuple(_comma_list(self.cors_methods))
+
+
+class SqsSettings(_Part):
+    """The notification queue and its dead-letter queue."""
+
+    queue_name: str = env("SQS_QUEUE_NAME", "s3convex-events")
+    queue_url: AnyHttpUrl | None = env("SQS_QUEUE_URL", None)
+    dlq_name: str = env("SQS_DLQ_NAME", "s3convex-events-dlq")
+    max_receive_count: int = env("SQS_MAX_RECEIVE_COUNT", 5, ge=1, le=1000)
+    visibility_timeout: int = env("SQS_VISIBILITY_TIMEOUT", 60, ge=1, le=43200)
+
+    @field_validator("queue_name", "dlq_name")
+    @classmethod
+    def _queue_name(cls, value: str) -> str:
+        if not _QUEUE_RE.match(value):
+            raise ValueError("must be an SQS queue name: 1-80 of A-Z a-z 0-9 _ -")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_queues(self) -> SqsSettings:
+        if self.queue_name == self.dlq_name:
+            raise ValueError("SQS_DLQ_NAME must differ from SQS_QUEUE_NAME")
+        return self
+
+
+class ConvexSettings(_Part):
+    """The Convex deployment; the deploy key may call internal functions and is never logged."""
+
+    url: AnyHttpUrl = env("CONVEX_URL")
+    deploy_key: SecretStr = env("CONVEX_DEPLOY_KEY")
+    timeout: float = env("CONVEX_TIMEOUT", 10.0, gt=0, le=300)
+
+    @field_validator("deploy_key")
+    @classmethod
+    def _key_not_blank(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @property
+    def base_url(self) -> str:
+        return str(self.url).rstrip("/")
+
+
+class ConsumerSettings(_Part):
+    """The daemon's tuning (README, "Configuration")."""
+
+    pollers: PositiveInt = env("CONSUMER_POLLERS", 4)
+    max_in_flight: PositiveInt = env("CONSUMER_MAX_IN_FLIGHT", 500)
+    flush_events: int = env("CONSUMER_FLUSH_EVENTS", 200, ge=1, le=1000)
+    flush_ms: int = env("CONSUMER_FLUSH_MS", 50, ge=0, le=60_000)
+    max_concurrent_flushes: int = env("CONSUMER_MAX_CONCURRENT_FLUSHES", 8, ge=1, le=16)
+    head_concurrency: PositiveInt = env("CONSUMER_HEAD_CONCURRENCY", 32)
+    # HeadObject and presigned GETs signed by botocore's signers directly (about 3x less CPU);
+    # off: everything through aiobotocore.
+    signed_head: bool = env("CONSUMER_SIGNED_HEAD", True)
+    # How long a finished message waits for others to share its DeleteMessageBatch call (up to
+    # 10 per call): at a steady 100 msg/s, 100 ms makes ~10 deletes one call instead of ~10 calls.
+    delete_wait_ms: int = env("CONSUMER_DELETE_WAIT_MS", 100, ge=0, le=5_000)
+    grace_seconds: float = env("CONSUMER_GRACE_SECONDS", 20.0, ge=0)
+    # Long-poll wait: 10 s keeps SIGTERM → exit under ~10 s at a negligible request cost.
+    wait_seconds: int = env("CONSUMER_WAIT_SECONDS", 10, ge=0, le=20)
+    health_port: int | None = env("HEALTH_PORT", None, ge=0, le=65535)
+
+
+class UrlSettings(_Part):
+    """The URL stored on each asset, and the lifetimes ``AssetAccess`` hands out per kind."""
+
+    public_base_url: AnyHttpUrl | None = env("S3_PUBLIC_BASE_URL", None)
+    presign_expires: int = env("S3_PRESIGN_EXPIRES", 3600, ge=1, le=SEVEN_DAYS)
+    # Per kind, the longest life of a URL handed out by AssetAccess (`s3convex url get`): the
+    # more sensitive the file, the shorter. Never above SigV4's 7 days.
+    expires_video: int = env("URL_EXPIRES_VIDEO", 3600, ge=1, le=SEVEN_DAYS)
+    expires_source: int = env("URL_EXPIRES_SOURCE", 300, ge=1, le=SEVEN_DAYS)
+    expires_metadata: int = env("URL_EXPIRES_METADATA", 900, ge=1, le=SEVEN_DAYS)
+    expires_manifest: int = env("URL_EXPIRES_MANIFEST", 900, ge=1, le=SEVEN_DAYS)
+    expires_thumbnail: int = env("URL_EXPIRES_THUMBNAIL", 3600, ge=1, le=SEVEN_DAYS)
+    expires_subtitle: int = env("URL_EXPIRES_SUBTITLE", 3600, ge=1, le=SEVEN_DAYS)
+    expires_other: int = env("URL_EXPIRES_OTHER", 900, ge=1, le=SEVEN_DAYS)
+    # The refresher re-signs stored URLs expiring within the margin, every interval.
+    refresh_interval: int = env("URL_REFRESH_INTERVAL", 60, ge=1, le=86_400)
+    refresh_margin: int = env("URL_REFRESH_MARGIN", 600, ge=1, le=SEVEN_DAYS)
+
+    def expires_for(self, kind: str) -> int:
+        """Seconds a URL handed out for an asset of this kind may live (URL_EXPIRES_<KIND>)."""
+        return min(int(getattr(self, f"expires_{kind}", self.expires_other)), SEVEN_DAYS)
+
+    @property
+    def effective_refresh_margin(self) -> int:
+        """The margin actually used: at most half a stored URL's life, so a fresh URL is never
+        already due for the next refresh."""
+        return max(1, min(self.refresh_margin, self.presign_expires // 2))
+
+
+class TelemetrySettings(_Part):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = env("LOG_LEVEL", "INFO")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every concern's settings; pass each module only its part."""
+
+    aws: AwsSettings
+    sqs: SqsSettings
+    convex: ConvexSettings
+    consumer: ConsumerSettings
+    urls: UrlSettings
+    telemetry: TelemetrySettings
+
+    def parts(self) -> Iterator[_Part]:
+        return (getattr(self, f.name) for f in fields(self))
+
+    def as_environment(self) -> dict[str, Any]:
+        return {name: value for part in self.parts() for name, value in part.as_environment().items()}
+
+
+P = TypeVar("P", bound=_Part)
+_PARTS: dict[str, type[_Part]] = {
+    "aws": AwsSettings, "sqs": SqsSettings, "convex": ConvexSettings,
+    "consumer": ConsumerSettings, "urls": UrlSettings, "telemetry": TelemetrySettings,
+}
+
+
+def load(part: type[P], **overrides: Any) -> P:
+    """One part, from the environment plus ``overrides`` (keyed by variable or field name,
+    any case; ``_env_file=None`` skips ``.env``)."""
+    return _load(part, overrides)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Every part; the errors of all of them are reported together, one clause per variable."""
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, part in _PARTS.items():
+        try:
+            values[name] = _load(part, overrides)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return Settings(**values)
+
+
+def _load(part: type[P], overrides: dict[str, Any]) -> P:
+    variables = {variable.upper(): name for name, variable in part.variables().items()}
+    known = {name: name for name in part.model_fields} | variables
+    mine: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key == "_env_file":
+            mine[key] = value
+        elif (name := known.get(key) or known.get(key.upper()) or known.get(key.lower())) is not None:
+            mine[name] = value
+    try:
+        return part(**mine)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, part)) from None
+
+
+def describe_validation_error(exc: ValidationError, part: type[_Part]) -> str:
+    variables = part.variables()
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        variable = variables.get(field, field.upper()) or part.__name__
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            lines.append(f"{variable} is not set (required)")
+        elif field and "input" in error and not isinstance(error["input"], dict):
+            shown = "<hidden>" if "KEY" in variable else repr(error["input"])
+            lines.append(f"{variable}={shown} is invalid: {message}")
+        else:
+            lines.append(f"{variable}: {message}" if field else message)
+    return "; ".join(lines)
 
 
 def _comma_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
-
-
-def load_settings(**overrides: object) -> Settings:
-    """Read the settings, turning pydantic's report into one line per bad variable."""
-    try:
-        return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "configuration"
-        variable = field.upper()
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "missing":
-            lines.append(f"{variable} is not set (required)")
-        elif "input" in error and field and not isinstance(error["input"], dict):
-            shown = "<hidden>" if "key" in field else repr(error["input"])
-            lines.append(f"{variable}={shown} is invalid: {message}")
-        else:
-            lines.append(f"{variable}: {message}")
-    return "; ".join(lines)

@@ -26,7 +26,7 @@ from botocore.exceptions import (
 
 from s3convex.adapters.signed_head import SignedHead
 from s3convex.core.errors import StorageError, StorageUnavailable, SyncError
-from s3convex.settings import Settings
+from s3convex.settings import AwsSettings
 
 _RETRYABLE_CODES = frozenset(
     {
@@ -48,35 +48,43 @@ class AwsClients:
 
 
 @contextlib.asynccontextmanager
-async def open_clients(settings: Settings, *, max_pool_connections: int = 64) -> AsyncIterator[AwsClients]:
+async def open_clients(
+    aws: AwsSettings,
+    *,
+    max_pool_connections: int = 64,
+    long_poll_seconds: int = 20,
+    signed_head: bool = True,
+) -> AsyncIterator[AwsClients]:
+    """S3 and SQS clients for ``aws``'s endpoint and region (standard credential chain);
+    ``signed_head`` adds the cheap signed HeadObject / presign path (CONSUMER_SIGNED_HEAD)."""
     common = {
         "max_pool_connections": max_pool_connections,
         "retries": {"mode": "standard", "max_attempts": 3},
         "connect_timeout": 5,
-        "read_timeout": settings.consumer_wait_seconds + 10,  # a long poll must not time out
+        "read_timeout": long_poll_seconds + 10,  # a long poll must not time out
     }
     s3_config = AioConfig(
         **common,
         signature_version="s3v4",  # presigned URLs are SigV4, as every region now requires
-        s3={"addressing_style": "path"} if settings.endpoint_url else None,
+        s3={"addressing_style": "path"} if aws.endpoint_url else None,
     )
     session = get_session()
-    where = {"region_name": settings.aws_region, "endpoint_url": settings.endpoint_url}
+    where = {"region_name": aws.region, "endpoint_url": aws.endpoint_url}
     async with (
         session.create_client("s3", **where, config=s3_config) as s3,
         session.create_client("sqs", **where, config=AioConfig(**common)) as sqs,
         contextlib.AsyncExitStack() as stack,
     ):
-        signed_head = None
-        credentials = await session.get_credentials() if settings.consumer_signed_head else None
+        fast_path = None
+        credentials = await session.get_credentials() if signed_head else None
         if credentials is not None:
             http = await stack.enter_async_context(aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=max_pool_connections),
                 timeout=aiohttp.ClientTimeout(total=30, connect=5),
                 auto_decompress=False,
             ))
-            signed_head = SignedHead(s3, credentials, http)
-        yield AwsClients(s3=s3, sqs=sqs, signed_head=signed_head)
+            fast_path = SignedHead(s3, credentials, http)
+        yield AwsClients(s3=s3, sqs=sqs, signed_head=fast_path)
 
 
 def error_code(exc: ClientError) -> str:

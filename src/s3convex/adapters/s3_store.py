@@ -1,4 +1,4 @@
-"""What S3 holds now for a key: HeadObject behind a small protocol.
+"""What S3 holds now for a key: HeadObject, implementing :class:`~s3convex.core.ports.ObjectStore`.
 
 :class:`S3ObjectStore` asks :class:`~s3convex.adapters.signed_head.SignedHead` first when it has one (the
 cheap path for the common answers, 200 and 404) and the full aiobotocore client for everything
@@ -7,14 +7,14 @@ else, so retries, redirects and error mapping stay botocore's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from s3convex.adapters.aws import error_code, http_status, map_aws_error
 from s3convex.adapters.signed_head import GONE, SignedHead
 from s3convex.core.asset import Checksums, Encryption
+from s3convex.core.ports import ObjectHead
 
 _CHECKSUM_FIELDS = {
     "ChecksumSHA256": "sha256",
@@ -23,24 +23,6 @@ _CHECKSUM_FIELDS = {
     "ChecksumCRC32C": "crc32c",
     "ChecksumCRC64NVME": "crc64nvme",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectHead:
-    size: int
-    etag: str
-    content_type: str | None = None
-    version_id: str | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
-    checksums: Checksums | None = None
-    encryption: Encryption | None = None
-    storage_class: str | None = None
-
-
-class ObjectStore(Protocol):
-    async def head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectHead | None:
-        """The object's current metadata, or None when it no longer exists."""
-        ...
 
 
 class S3ObjectStore:

@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
-from s3convex.adapters.aws import map_aws_error
+from s3convex.adapters.aws import AwsClients, map_aws_error
 from s3convex.adapters.signed_head import SignedHead
 from s3convex.core.errors import PermanentError, SyncError
+from s3convex.core.ports import UrlSource
+from s3convex.settings import UrlSettings
 
 log = logging.getLogger(__name__)
-
-
-class UrlSource(Protocol):
-    async def url_for(self, bucket: str, key: str) -> tuple[str, int | None]:
-        """``(url, expires_at_ms)``; ``expires_at_ms`` is None for a URL that does not expire."""
-        ...
 
 
 def public_url(base: str, key: str) -> str:
@@ -83,3 +79,12 @@ class FallbackUrls:
         except SyncError as exc:
             log.warning("url generation failed, falling back", extra={"error": str(exc)})
             return await self._fallback.url_for(bucket, key)
+
+
+def url_source(urls: UrlSettings, aws: AwsClients) -> UrlSource:
+    """What the settings ask for: the public URL (presigned when it cannot be made), or a
+    presigned GET living S3_PRESIGN_EXPIRES."""
+    presigned = PresignedUrls(aws.s3, urls.presign_expires, aws.signed_head)
+    if urls.public_base_url:
+        return FallbackUrls(PublicUrls(str(urls.public_base_url)), presigned)
+    return presigned
