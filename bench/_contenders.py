@@ -91,8 +91,7 @@ async def naive(settings: Settings) -> int:
     decoder = Decoder([settings.aws.bucket])
     async with (
         open_clients(settings.aws) as aws,
-        ConvexClient(settings.convex.base_url, settings.convex.deploy_key,
-                     timeout=settings.convex.timeout) as convex,
+        ConvexClient.from_settings(settings.convex) as convex,
     ):
         queue_url = (await aws.sqs.get_queue_url(QueueName=settings.sqs.queue_name))["QueueUrl"]
         context = HandlerContext(S3ObjectStore(aws.s3, aws.signed_head), url_source(settings.urls, aws))

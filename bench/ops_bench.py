@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from convex_local.launcher import start_local_convex  # noqa: E402
 from s3convex.adapters.aws import open_clients  # noqa: E402
 from s3convex.adapters.convex import ConvexClient  # noqa: E402
+from s3convex.adapters.convex_pages import convex_pages  # noqa: E402
 from s3convex.consumer.ops.dlq import Selection  # noqa: E402
 from s3convex.consumer.ops.replay import ReplayAudit, Replayer, audited  # noqa: E402
 from s3convex.infra.desired import load_infra_settings  # noqa: E402
@@ -299,14 +300,10 @@ async def seed_convex(convex: ConvexClient, bucket: str, objects: dict[str, tupl
 
 async def convex_walk(convex: ConvexClient, bucket: str, page_size: int) -> dict[str, Any]:
     started = time.perf_counter()
-    cursor, count, pages = None, 0, 0
-    while True:
-        page = await convex.query("assets:listByBucket", {
-            "bucket": bucket, "paginationOpts": {"numItems": page_size, "cursor": cursor}})
-        count, pages = count + len(page["page"]), pages + 1
-        if page["isDone"]:
-            break
-        cursor = page["continueCursor"]
+    count, pages = 0, 0
+    async for page in convex_pages(convex, "assets:listByBucket", {"bucket": bucket},
+                                   page_size=page_size):
+        count, pages = count + len(page.items), pages + 1
     seconds = time.perf_counter() - started
     return {"records": count, "pages": pages, "seconds": round(seconds, 2),
             "ms_per_page": round(seconds * 1000 / pages, 1)}

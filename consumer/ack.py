@@ -1,6 +1,7 @@
 """The end of a message's path: delete it, release it for a retry, or dead-letter it.
 
-Deleting happens in exactly one place (:meth:`Acknowledger._delete_batch`), and only after
+Deleting happens in exactly one place (:meth:`Acknowledger._delete_batch`, through
+:func:`~s3convex.adapters.sqs_batch.delete_batch`, the one DeleteMessageBatch), and only after
 every record of the message committed in Convex. A dead-lettered message is first *sent* to
 the DLQ with its reason, then deleted — a crash between the two duplicates, never drops.
 """
@@ -12,9 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from s3convex.adapters.aws import map_aws_error
+from s3convex.adapters.sqs_batch import delete_batch
 from s3convex.consumer.batching import MicroBatcher
 from s3convex.consumer.inflight import InFlight, InFlightMessage
 from s3convex.consumer.telemetry import messages_finished
@@ -26,7 +25,6 @@ SOURCE_ID_ATTRIBUTE = "s3convex.source-message-id"
 RECEIVES_ATTRIBUTE = "s3convex.receive-count"
 FAILED_AT_ATTRIBUTE = "s3convex.failed-at"
 _MAX_ATTRIBUTES = 10  # SQS allows at most 10 message attributes per message
-_GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight"})
 
 
 class Acknowledger:
@@ -60,7 +58,7 @@ class Acknowledger:
                                         "receive_count": message.receive_count})
         except Exception as exc:
             # The message comes back on its own when its visibility timeout runs out.
-            log.warning("release failed", extra={"error": str(map_aws_error(exc, "ChangeMessageVisibility"))})
+            log.warning("release failed", extra={"error": str(exc)})
         finally:
             await self._in_flight.done(message)
 
@@ -72,31 +70,15 @@ class Acknowledger:
             )
         except Exception as exc:
             log.error("dead-letter send failed; message will be retried",
-                      extra={"error": str(map_aws_error(exc, "SendMessage"))})
+                      extra={"error": str(exc)})
             await self._in_flight.done(message)
             return
         log.warning("dead-lettered", extra={"reason": reason, "receive_count": message.receive_count})
         await self.delete(message, outcome="dead_lettered")
 
     async def _delete_batch(self, messages: Sequence[InFlightMessage]) -> list[bool]:
-        entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(messages)]
-        try:
-            response = await self._sqs.delete_message_batch(QueueUrl=self._queue_url, Entries=entries)
-        except (ClientError, OSError) as exc:
-            log.warning("delete batch failed; messages will be redelivered and re-applied idempotently",
-                        extra={"error": str(map_aws_error(exc, "DeleteMessageBatch")), "count": len(entries)})
-            return [False] * len(messages)
-        ok = [True] * len(messages)
-        for failure in response.get("Failed", []):
-            index = int(failure["Id"])
-            ok[index] = False
-            gone = failure.get("Code") in _GONE_CODES
-            log.log(
-                logging.INFO if gone else logging.WARNING,
-                "delete entry failed; the message will come back and be re-applied idempotently",
-                extra={"message_id": messages[index].message_id, "code": failure.get("Code")},
-            )
-        return ok
+        return await delete_batch(self._sqs, self._queue_url, [m.receipt_handle for m in messages],
+                                  message_ids=[m.message_id for m in messages])
 
 
 def _dlq_attributes(message: InFlightMessage, reason: str) -> dict[str, Any]:

@@ -3,13 +3,15 @@
 A Convex outage is retried *in place*: the batch's messages stay in flight (the visibility
 heartbeat keeps them hidden, and the full in-flight bound stops receiving), so an outage costs
 no SQS receive count and loses nothing; only past ``hold_seconds`` is it handed back to the
-message as a retryable error. A function error on a batch is bisected to the events that cause
+message as a retryable error. This hold is the only retry of the mutation: each try is one
+attempt of the Convex client (:data:`~s3convex.core.retrying.ONE_ATTEMPT`), whatever budget the
+client was made with. A function error on a batch is bisected to the events that cause
 it, so one bad event fails one message, not its neighbours.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -20,8 +22,8 @@ from typing import Literal
 from s3convex.adapters.convex import ConvexClient
 from s3convex.consumer.telemetry import event_lag, events_applied, flush_duration
 from s3convex.core.asset import AssetChange
-from s3convex.core.backoff import backoff_delay
-from s3convex.core.errors import ConvexFunctionError, ConvexUnavailable
+from s3convex.core.errors import ConvexFunctionError, SyncError
+from s3convex.core.retrying import ONE_ATTEMPT, RetryBudget, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,9 @@ class ConvexApplier:
         backoff_cap: float = 10.0,
     ) -> None:
         self._convex = convex
-        self._hold_seconds = hold_seconds
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
+        # No limit on attempts: the batch is tried every 5–10 s once backed off, until no try
+        # may start later than ``hold_seconds`` after the first failure.
+        self._hold = RetryBudget(attempts=None, seconds=hold_seconds, base=backoff_base, cap=backoff_cap)
 
     async def apply(self, changes: Sequence[AssetChange]) -> list[ApplyResult]:
         if len(changes) > MAX_EVENTS_PER_MUTATION:
@@ -66,6 +68,7 @@ class ConvexApplier:
             raw = await self._mutate_until_available(changes)
         except ConvexFunctionError as exc:
             if len(changes) == 1:
+                events_applied.add(1, {"status": "error"})
                 return [ApplyResult("error", f"Convex rejected the event: {exc.error_message}")]
             half = len(changes) // 2
             return [*await self.apply(changes[:half]), *await self.apply(changes[half:])]
@@ -84,25 +87,15 @@ class ConvexApplier:
 
     async def _mutate_until_available(self, changes: Sequence[AssetChange]) -> list[dict]:
         payload = {"events": [change.to_convex() for change in changes]}
-        first_failure: float | None = None
-        attempt = 0
-        while True:
-            try:
-                raw = await self._convex.mutation(APPLY_EVENTS, payload)
-            except ConvexUnavailable as exc:
-                now = time.monotonic()
-                first_failure = first_failure or now
-                if now - first_failure >= self._hold_seconds:
-                    raise
-                attempt += 1
-                delay = backoff_delay(attempt, base=self._backoff_base, cap=self._backoff_cap)
-                log.warning(
-                    "convex unavailable, holding batch",
-                    extra={"events": len(changes), "attempt": attempt, "retry_in_s": round(delay, 2),
-                           "error": str(exc)},
-                )
-                await asyncio.sleep(delay)
-                continue
-            if not isinstance(raw, list) or len(raw) != len(changes):
-                raise ConvexFunctionError(APPLY_EVENTS, f"expected {len(changes)} results, got {raw!r:.200}")
-            return raw
+
+        def holding(attempt: int, delay: float, error: SyncError) -> None:
+            log.warning("convex unavailable, holding batch", extra={
+                "events": len(changes), "attempt": attempt, "retry_in_s": round(delay, 2),
+                "error": str(error)})
+
+        raw = await with_retries(
+            functools.partial(self._convex.mutation, APPLY_EVENTS, payload, retry=ONE_ATTEMPT),
+            self._hold, on_retry=holding)
+        if not isinstance(raw, list) or len(raw) != len(changes):
+            raise ConvexFunctionError(APPLY_EVENTS, f"expected {len(changes)} results, got {raw!r:.200}")
+        return raw

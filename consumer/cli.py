@@ -1,8 +1,11 @@
 """``s3convex`` — the command line.
 
 Every command reads its settings from the environment (see ``s3convex.settings``); flags only
-override. There is one error exit path (:func:`main`): a configuration problem prints one line
-and exits 2, any other error of ours prints its cause chain and exits 1 — never a traceback.
+override. Every command prints through :mod:`s3convex.consumer.ops.output`: a table on a
+terminal, JSON otherwise. There is one error exit path (:func:`main`): commands raise, never
+print an error and exit themselves; a configuration problem prints one line and exits 2, a usage
+error typer's message and exits 2, any other error of ours (or a file that cannot be read or
+written) its cause chain and exits 1 — never a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import sys
 from typing import Annotated
 
 import typer
-from typer._click.exceptions import ClickException  # typer vendors click since 0.25
 
 from s3convex.core.errors import ConfigError, SyncError
 
@@ -28,7 +30,7 @@ app = typer.Typer(
 # ``register(app)``, which adds its commands or sub-app. Only the group a command line names is
 # imported (``s3convex run`` imports none of them); ``--help`` and anything unknown import all.
 COMMAND_MODULES = {
-    "infra": "s3convex.infra.cli",  # s3convex infra up|status|down
+    "infra": "s3convex.consumer.ops.infra",  # s3convex infra up|status|down
     "assets": "s3convex.consumer.ops.assets",  # s3convex assets show|list
     "replay": "s3convex.consumer.ops.replay",  # s3convex replay list|show|replay|export|import
     "reconcile": "s3convex.consumer.ops.reconcile",  # s3convex reconcile
@@ -65,13 +67,23 @@ def run(
 
 
 @app.command("config")
-def show_config() -> None:
+def show_config(
+    json_output: Annotated[bool, typer.Option(
+        "--json", envvar="S3CONVEX_JSON",
+        help="Print JSON (the default when stdout is not a terminal).")] = False,
+) -> None:
     """Print the effective configuration (secrets hidden) and exit 2 if it is invalid."""
+    from s3convex.consumer.ops.output import emit
     from s3convex.settings import load_settings
 
     settings = load_settings()
-    for name, value in sorted(settings.as_environment().items()):
-        typer.echo(f"{name.upper()}={value if value is not None else ''}")
+    variables = {name.upper(): value for name, value in sorted(settings.as_environment().items())}
+
+    def render(document: dict[str, object]) -> None:
+        for name, value in document.items():
+            typer.echo(f"{name}={value if value is not None else ''}")
+
+    emit(variables, json_output=json_output, render=render)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,13 +104,27 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except ClickException as exc:  # usage errors arrive here in non-standalone mode: exit 2
-        exc.show()
+    except typer.TyperException as exc:  # usage errors arrive here in non-standalone mode: exit 2
+        _show_usage_error(exc)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a file named on the command line, a closed pipe
+        print(f"s3convex: error: {_cause_chain(exc)}", file=sys.stderr)
+        sys.exit(1)
     sys.exit(exit_code if isinstance(exit_code, int) else 0)
 
 
+def _show_usage_error(exc: typer.TyperException) -> None:
+    """Typer's own rendering: the usage line, a hint, ``Error: ...`` (plain, on stderr)."""
+    show = getattr(exc, "show", None)  # every error typer's parser raises has one
+    if callable(show):
+        show()
+    else:
+        print(f"Error: {exc.format_message()}", file=sys.stderr)
+
+
 def _cause_chain(exc: BaseException) -> str:
+    """``error <- its cause <- …``: each exception's message, following ``__cause__`` (or the
+    implicit ``__context__``) to the root, each one once."""
     parts = []
     seen: set[int] = set()
     current: BaseException | None = exc

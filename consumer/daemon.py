@@ -81,8 +81,8 @@ class Daemon:
         async with (
             open_clients(s.aws, max_pool_connections=s.consumer.head_concurrency + s.consumer.pollers + 16,
                          long_poll_seconds=s.consumer.wait_seconds, signed_head=s.consumer.signed_head) as aws,
-            ConvexClient(s.convex.base_url, s.convex.deploy_key, timeout=s.convex.timeout,
-                         max_connections=s.consumer.max_concurrent_flushes + 4) as convex,
+            ConvexClient.from_settings(s.convex,
+                                       max_connections=s.consumer.max_concurrent_flushes + 4) as convex,
         ):
             queues = await resolve_queues(aws.sqs, s.sqs)
             return await self._serve(aws, convex, queues.url, queues.dlq_url, queues.visibility_timeout)
@@ -120,7 +120,8 @@ class Daemon:
             workers.add(task)
             task.add_done_callback(workers.discard)
 
-        background = {
+        # Supervised until the end; what they return is never used, only how they end.
+        background: set[asyncio.Task[object]] = {
             asyncio.create_task(changes.run(), name="apply-batcher"),
             asyncio.create_task(acknowledger.deletes.run(), name="delete-batcher"),
             asyncio.create_task(heartbeat.run(), name="visibility-heartbeat"),
@@ -146,7 +147,7 @@ class Daemon:
         log.info("consumer started", extra={"queue": queue_url, "pollers": len(pollers),
                                             "visibility_s": visibility, "drain": self.drain})
 
-        stop_wait = asyncio.create_task(self._stop.wait(), name="stop-wait")
+        stop_wait: asyncio.Task[object] = asyncio.create_task(self._stop.wait(), name="stop-wait")
         done, _ = await asyncio.wait({stop_wait, *pollers, *background},
                                      return_when=asyncio.FIRST_COMPLETED)
         failure = next((t for t in done if t is not stop_wait and not t.cancelled() and t.exception()), None)

@@ -9,16 +9,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
-from s3convex.adapters.aws import map_aws_error
-from s3convex.consumer.inflight import MAX_VISIBILITY_SECONDS, InFlight, InFlightMessage
+from s3convex.consumer.inflight import MAX_VISIBILITY_SECONDS, InFlightMessage
 
 log = logging.getLogger(__name__)
 
 
+class HeldMessages(Protocol):
+    """What the heartbeat keeps invisible and releases: the daemon's
+    :class:`~s3convex.consumer.inflight.InFlight`, or the messages a DLQ scan holds."""
+
+    def snapshot(self) -> list[InFlightMessage]: ...
+
+    async def done(self, message: InFlightMessage) -> None: ...
+
+
 class VisibilityHeartbeat:
-    def __init__(self, sqs: Any, queue_url: str, in_flight: InFlight, visibility_timeout: int) -> None:
+    def __init__(self, sqs: Any, queue_url: str, in_flight: HeldMessages, visibility_timeout: int) -> None:
         self._sqs = sqs
         self._queue_url = queue_url
         self._in_flight = in_flight
@@ -54,7 +62,7 @@ class VisibilityHeartbeat:
             )
         except Exception as exc:
             # Not fatal by itself: the next beat tries again well before visibility runs out.
-            log.warning("heartbeat failed", extra={"error": str(map_aws_error(exc, "ChangeMessageVisibilityBatch"))})
+            log.warning("heartbeat failed", extra={"error": str(exc)})
             return
         for success in response.get("Successful", []):
             message, timeout = by_id[success["Id"]]
@@ -74,7 +82,7 @@ class VisibilityHeartbeat:
                 await self._sqs.change_message_visibility_batch(QueueUrl=self._queue_url, Entries=entries)
             except Exception as exc:
                 log.warning("release on shutdown failed; messages return after their timeout",
-                            extra={"error": str(map_aws_error(exc, "ChangeMessageVisibilityBatch"))})
+                            extra={"error": str(exc)})
             for message in chunk:
                 await self._in_flight.done(message)
         return len(messages)

@@ -80,7 +80,3 @@ class InFlight:
 
     def snapshot(self) -> list[InFlightMessage]:
         return list(self._messages.values())
-
-    async def wait_empty(self) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: not self._messages)

@@ -49,10 +49,6 @@ def log_context(**fields: Any) -> Iterator[None]:
         _context.reset(token)
 
 
-def current_context() -> Mapping[str, Any]:
-    return _context.get()
-
-
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, context, extra fields."""
 

@@ -26,7 +26,6 @@ from aiohttp import web
 log = logging.getLogger(__name__)
 
 
-
 class Readiness:
     def __init__(
         self,
@@ -47,10 +46,6 @@ class Readiness:
         self._last_ok: dict[str, float] = {}
         self._last_error: dict[str, str] = {}
         self._locks = {name: asyncio.Lock() for name in self._checks}
-
-    def mark_ok(self, name: str) -> None:
-        """Record a success seen elsewhere (e.g. a real receive), sparing a probe call."""
-        self._last_ok[name] = self._clock()
 
     def _fresh_ok(self, name: str, at: float | None = None) -> bool:
         last = self._last_ok.get(name)
@@ -110,7 +105,7 @@ class ProbeServer:
         try:
             site = web.TCPSite(runner, self._host, self._requested_port)
             await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.port = runner.addresses[0][1]  # (host, port[, …]) of the socket bound
             log.info("health probes listening", extra={"port": self.port})
             self.listening.set()
             await asyncio.Event().wait()

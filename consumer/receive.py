@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from s3convex.adapters.aws import map_aws_error
 from s3convex.consumer.inflight import InFlight, InFlightMessage
 from s3convex.consumer.telemetry import messages_received
-from s3convex.core.backoff import backoff_delay
-from s3convex.core.errors import RetryableError
+from s3convex.core.errors import SyncError
+from s3convex.core.retrying import RetryBudget, with_retries
 
 log = logging.getLogger(__name__)
 
 _ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "ApproximateFirstReceiveTimestamp"]
+# A receive that failed after botocore's own attempts is asked again after 0.25–0.5 s, doubling
+# to 10–20 s, for as long as the poller runs: polling has no budget to spend.
+RECEIVE_RETRY = RetryBudget(attempts=None, base=0.5, cap=20.0)
 
 
 class Receiver:
@@ -36,35 +39,19 @@ class Receiver:
         self.empty_receives = 0  # consecutive receives that returned nothing, all pollers
 
     async def poll(self, deliver: Callable[[InFlightMessage], None], stop: asyncio.Event) -> None:
-        """One poller: receive → hand each message to ``deliver`` → repeat until ``stop``."""
-        failures = 0
+        """One poller: receive → hand each message to ``deliver`` → repeat until ``stop``.
+
+        A retryable failure is retried (:data:`RECEIVE_RETRY`); a permanent one (the queue is
+        gone, access denied) ends the poller, and so the daemon, loudly.
+        """
         while not stop.is_set():
             wanted = await self._in_flight.reserve(10)
-            if stop.is_set():
-                await self._in_flight.unreserve(wanted)
-                return
+            messages: list[dict[str, Any]] = []
             try:
-                response = await self._sqs.receive_message(
-                    QueueUrl=self._queue_url,
-                    MaxNumberOfMessages=wanted,
-                    WaitTimeSeconds=self._wait_seconds,
-                    AttributeNames=_ATTRIBUTES,
-                    MessageSystemAttributeNames=_ATTRIBUTES,
-                    MessageAttributeNames=["All"],
-                )
-            except Exception as exc:
-                await self._in_flight.unreserve(wanted)
-                error = map_aws_error(exc, "ReceiveMessage")
-                if not isinstance(error, RetryableError):
-                    raise error from exc  # e.g. the queue is gone: stop loudly
-                failures += 1
-                delay = backoff_delay(failures, base=0.5, cap=20.0)
-                log.warning("receive failed", extra={"error": str(error), "retry_in_s": round(delay, 2)})
-                await asyncio.sleep(delay)
-                continue
-            failures = 0
-            messages = response.get("Messages", [])
-            await self._in_flight.unreserve(wanted - len(messages))
+                messages = await with_retries(functools.partial(self._receive, wanted, stop),
+                                              RECEIVE_RETRY, on_retry=_log_retry)
+            finally:
+                await self._in_flight.unreserve(wanted - len(messages))
             self.empty_receives = 0 if messages else self.empty_receives + 1
             if messages:
                 messages_received.add(len(messages))
@@ -72,3 +59,21 @@ class Receiver:
                 message = InFlightMessage.from_sqs(raw, self._visibility_timeout)
                 self._in_flight.add(message)
                 deliver(message)
+
+    async def _receive(self, wanted: int, stop: asyncio.Event) -> list[dict[str, Any]]:
+        if stop.is_set():  # stopped while waiting (for a slot, or to try again): take nothing
+            return []
+        response = await self._sqs.receive_message(
+            QueueUrl=self._queue_url,
+            MaxNumberOfMessages=wanted,
+            WaitTimeSeconds=self._wait_seconds,
+            AttributeNames=_ATTRIBUTES,
+            MessageSystemAttributeNames=_ATTRIBUTES,
+            MessageAttributeNames=["All"],
+        )
+        return response.get("Messages", [])
+
+
+def _log_retry(attempt: int, delay: float, error: SyncError) -> None:
+    log.warning("receive failed", extra={"error": str(error), "attempt": attempt,
+                                         "retry_in_s": round(delay, 2)})

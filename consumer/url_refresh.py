@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from s3convex.adapters.convex import ConvexClient
+from s3convex.adapters.convex_pages import convex_pages
 from s3convex.core.errors import RetryableError, SyncError
 from s3convex.core.ports import UrlSource
 
@@ -77,23 +78,14 @@ class UrlRefresher:
         return report
 
     async def _sweep(self, bucket: str, before_ms: int, report: RefreshReport) -> None:
-        cursor: str | None = None
-        while True:
-            page = await self._convex.query(EXPIRING, {
-                "bucket": bucket,
-                "before": before_ms,
-                "paginationOpts": {"cursor": cursor, "numItems": self._page_size},
-            })
-            rows = page["page"]
-            report.scanned += len(rows)
-            if rows:
-                updates = await asyncio.gather(*(self._sign(row) for row in rows))
+        # Stored rows leave the range (their expiry moves past `before`); the cursor continues
+        # after the last row of a page either way, and the next page is read after the store.
+        async for page in convex_pages(self._convex, EXPIRING, {"bucket": bucket, "before": before_ms},
+                                       page_size=self._page_size):
+            report.scanned += len(page.items)
+            if page.items:
+                updates = await asyncio.gather(*(self._sign(row) for row in page.items))
                 report.outcomes.update(await self._convex.mutation(STORE, {"updates": updates}))
-            if page["isDone"]:
-                return
-            # Stored rows left the range (their expiry moved past `before`); the cursor
-            # continues after the last row of this page either way.
-            cursor = page["continueCursor"]
 
     async def _sign(self, row: dict[str, Any]) -> dict[str, Any]:
         try:

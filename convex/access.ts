@@ -15,13 +15,28 @@
  *
  * The decision, the URL choice and the audit write are helpers in
  * `convex/model/access.ts`; this module holds the functions.
+ *
+ * The web app's side (convex/PUBLIC_API.md) is public and takes the
+ * principal from the verified JWT (`convex/model/identity.ts`), never from
+ * an argument: `requestUrl` decides, audits and hands out a stored URL or
+ * records a signing request for the sync service; `urlRequest` tells the
+ * requester when it is done; `myGrants` and `whoami` tell a user what they
+ * hold and who they are.
  */
 import {
   paginationOptsValidator,
   paginationResultValidator,
 } from "convex/server";
-import { ConvexError, v } from "convex/values";
-import { internalMutation, internalQuery } from "./_generated/server";
+import { ConvexError, Infer, v } from "convex/values";
+import { internal } from "./_generated/api";
+import { Doc, Id } from "./_generated/dataModel";
+import {
+  MutationCtx,
+  internalMutation,
+  internalQuery,
+  mutation,
+  query,
+} from "./_generated/server";
 import {
   AuthorizeResult,
   activeGrant,
@@ -34,10 +49,21 @@ import {
   permission,
   usableStored,
 } from "./model/access";
+import { principalOf } from "./model/identity";
+import {
+  FORBIDDEN,
+  UNAUTHENTICATED,
+  bounded,
+  emptyPage,
+  fail,
+  publicError,
+  requirePrincipal,
+} from "./model/public";
 import { emptySummary, sessionBy } from "./model/sessions";
+import { SEVEN_DAYS_MS, minRemainingMs, readerTtlMs } from "./model/urlPolicy";
 import schema from "./schema";
 
-export const MAX_TTL_MS = 7 * 24 * 3600 * 1000;
+export const MAX_TTL_MS = SEVEN_DAYS_MS;
 
 const grantDoc = schema.doc("grants");
 const auditDoc = schema.doc("accessAudit");
@@ -249,6 +275,13 @@ export const grant = internalMutation({
       createdAt: now,
       expiresAt,
     });
+    if (expiresAt !== undefined) {
+      // Queries cannot see time pass: this write at the grant's end makes
+      // every subscription that read the grant run again (and find it over).
+      await ctx.scheduler.runAt(expiresAt, internal.access.expireGrant, {
+        grantId,
+      });
+    }
     await audit(ctx, {
       action: "grant",
       principal,
@@ -260,6 +293,25 @@ export const grant = internalMutation({
       at: now,
     });
     return (await ctx.db.get("grants", grantId))!;
+  },
+});
+
+/** Marks a grant whose time is up (scheduled by `grant`); no audit row: nothing was decided. */
+export const expireGrant = internalMutation({
+  args: { grantId: v.id("grants") },
+  returns: v.null(),
+  handler: async (ctx, { grantId }) => {
+    const grant = await ctx.db.get("grants", grantId);
+    const now = Date.now();
+    if (
+      grant !== null &&
+      grant.expiredAt === undefined &&
+      grant.expiresAt !== undefined &&
+      grant.expiresAt <= now
+    ) {
+      await ctx.db.patch("grants", grantId, { expiredAt: now });
+    }
+    return null;
   },
 });
 
@@ -340,5 +392,355 @@ export const auditLog = internalQuery({
               )
           : ctx.db.query("accessAudit").withIndex("by_at");
     return rows.order("desc").paginate(paginationOpts);
+  },
+});
+
+// --- public: the web app ----------------------------------------------------
+
+/** What `requestUrl` answers. Errors are answered, not thrown: a throw would roll back the audit row. */
+export const requestUrlResult = v.union(
+  v.object({
+    status: v.literal("ready"),
+    url: v.string(),
+    // Absent: a public URL, which does not expire.
+    expiresAt: v.optional(v.number()),
+    // "stored": the asset's URL; "fresh": signed by the sync service for
+    // this caller's earlier request.
+    urlSource: v.union(v.literal("stored"), v.literal("fresh")),
+    kind: v.optional(v.string()),
+  }),
+  v.object({
+    status: v.literal("pending"),
+    requestId: v.id("urlRequests"),
+  }),
+  v.object({ status: v.literal("error"), error: publicError }),
+);
+export type RequestUrlResult = Infer<typeof requestUrlResult>;
+
+/**
+ * A URL the caller may use for the asset, decided and audited like
+ * `authorize` (owner of the asset's session, or an active session or asset
+ * grant; one `accessAudit` row per call, `channel: "public"`).
+ *
+ * The URL's lifetime is the kind's (`URL_EXPIRES_<KIND>` in Convex's
+ * environment), shortened to `maxTtlMs` when given and to the end of the
+ * grant it is read through. The stored URL is handed out when it fits; so is
+ * the one the sync service signed for this caller's last request. Otherwise
+ * a signing request is recorded (one row per asset and caller, reused) and
+ * `{status: "pending", requestId}` answered: the client subscribes to
+ * `urlRequest` (or to the asset) and calls again once it is done. Signing
+ * stays in the sync service, which holds the AWS credentials.
+ *
+ * Denials are answered `{status: "error", error: {code}}` — `forbidden`,
+ * `gone` with `deletedAt`, `unavailable` — with the same data the queries
+ * throw as ConvexError, because a mutation that throws writes nothing, its
+ * audit row included. A caller without identity gets `forbidden`
+ * (`reason: "unauthenticated"`) and writes nothing: there is no principal to
+ * audit, and unauthenticated writes would let anyone fill the table.
+ *
+ * Worst case: 5 index ranges (asset, session, session grant, asset grant,
+ * the caller's request) and ~10 KB read, 2 documents written (audit row,
+ * request); measured for an owner: 3 ranges, 2 writes.
+ */
+export const requestUrl = mutation({
+  args: {
+    assetId: v.id("assets"),
+    // The caller may ask for a shorter-lived URL than its kind allows.
+    maxTtlMs: v.optional(v.number()),
+  },
+  returns: requestUrlResult,
+  handler: async (ctx, { assetId, maxTtlMs }): Promise<RequestUrlResult> => {
+    const principal = await principalOf(ctx);
+    if (principal === null) return { status: "error", error: UNAUTHENTICATED };
+    if (
+      maxTtlMs !== undefined &&
+      !(Number.isFinite(maxTtlMs) && maxTtlMs >= 1000)
+    ) {
+      // A caller's mistake, not a decision: thrown, nothing written.
+      throw new ConvexError({ code: "bad_request", field: "maxTtlMs" });
+    }
+    const now = Date.now();
+    const row = {
+      action: "read" as const,
+      principal,
+      channel: "public" as const,
+      at: now,
+    };
+    const asset = await ctx.db.get("assets", assetId);
+    if (asset === null) {
+      await audit(ctx, {
+        ...row,
+        outcome: "denied",
+        reason: `no asset ${assetId}`,
+      });
+      return { status: "error", error: FORBIDDEN };
+    }
+    const about = {
+      ...row,
+      bucket: asset.bucket,
+      key: asset.key,
+      sessionId: asset.sessionId,
+      kind: asset.kind,
+    };
+    const decision = await permission(
+      ctx,
+      principal,
+      asset.bucket,
+      asset.key,
+      asset.sessionId,
+      now,
+    );
+    if (!decision.allowed) {
+      await audit(ctx, {
+        ...about,
+        outcome: "denied",
+        reason: decision.reason,
+      });
+      return { status: "error", error: FORBIDDEN };
+    }
+    const grantId = decision.via === "grant" ? decision.grantId : undefined;
+    const granted = { ...about, reason: decision.via, grantId };
+    if (asset.status === "deleted") {
+      const deletedAt = asset.deletedAt ?? asset.eventTime;
+      await audit(ctx, { ...granted, outcome: "gone" });
+      return { status: "error", error: { code: "gone", deletedAt } };
+    }
+    if (asset.status === "failed") {
+      await audit(ctx, {
+        ...granted,
+        outcome: "unavailable",
+        reason: `asset failed: ${asset.error ?? "no reason recorded"}`,
+      });
+      return { status: "error", error: { code: "unavailable" } };
+    }
+    const ttl = readerTtlMs(
+      asset.kind,
+      now,
+      maxTtlMs,
+      decision.via === "grant" ? decision.expiresAt : undefined,
+    );
+    const minRemaining = minRemainingMs(ttl);
+    const stored = usableStored(asset, now, ttl, minRemaining);
+    if (stored !== null) {
+      await audit(ctx, {
+        ...granted,
+        outcome: "granted",
+        urlSource: "stored",
+        expiresAt: stored.expiresAt,
+      });
+      return {
+        status: "ready",
+        url: stored.url,
+        expiresAt: stored.expiresAt,
+        urlSource: "stored",
+        kind: asset.kind,
+      };
+    }
+    const request = await ctx.db
+      .query("urlRequests")
+      .withIndex("by_asset_principal", (q) =>
+        q.eq("assetId", asset._id).eq("principal", principal),
+      )
+      .unique();
+    // Signed by the sync service for this caller: its clock may run ahead
+    // of Convex's by a little, which must not turn the URL down.
+    const signed =
+      request?.status === "done"
+        ? usableStored(request, now, ttl + CLOCK_SKEW_MS, minRemaining)
+        : null;
+    if (request !== null && signed !== null) {
+      await audit(ctx, {
+        ...granted,
+        outcome: "granted",
+        urlSource: "fresh",
+        expiresAt: signed.expiresAt,
+        requestId: request._id,
+      });
+      return {
+        status: "ready",
+        url: signed.url,
+        expiresAt: signed.expiresAt,
+        urlSource: "fresh",
+        kind: asset.kind,
+      };
+    }
+    const requestId = await recordRequest(
+      ctx,
+      request,
+      asset,
+      principal,
+      ttl,
+      now,
+    );
+    await audit(ctx, { ...granted, outcome: "pending", requestId });
+    return { status: "pending", requestId };
+  },
+});
+
+/** How far ahead of Convex the signer's clock may run (see `requestUrl`). */
+export const CLOCK_SKEW_MS = 30_000;
+
+/** A pending request for the caller: the existing one, renewed, or a new one. */
+async function recordRequest(
+  ctx: MutationCtx,
+  request: Doc<"urlRequests"> | null,
+  asset: Doc<"assets">,
+  principal: string,
+  ttlMs: number,
+  now: number,
+) {
+  if (request === null) {
+    return ctx.db.insert("urlRequests", {
+      assetId: asset._id,
+      bucket: asset.bucket,
+      key: asset.key,
+      kind: asset.kind,
+      principal,
+      ttlMs,
+      status: "pending",
+      requestedAt: now,
+    });
+  }
+  if (request.status === "pending") {
+    // Asked again while waiting: one request; the shorter lifetime wins.
+    if (ttlMs < request.ttlMs)
+      await ctx.db.patch("urlRequests", request._id, { ttlMs });
+    return request._id;
+  }
+  await ctx.db.patch("urlRequests", request._id, {
+    kind: asset.kind,
+    ttlMs,
+    status: "pending",
+    requestedAt: now,
+    fulfilledAt: undefined,
+    url: undefined,
+    urlExpiresAt: undefined,
+    urlConfig: undefined,
+    error: undefined,
+  });
+  return request._id;
+}
+
+/**
+ * Where the caller's signing request stands — no URL: once it is "done",
+ * `requestUrl` again hands the URL out (and audits it). "failed": the sync
+ * service could not sign (why stays internal); calling `requestUrl` again
+ * retries. Only the requester may ask: anyone else gets `forbidden`.
+ *
+ * Worst case: one document read.
+ */
+export const urlRequest = query({
+  args: { requestId: v.id("urlRequests") },
+  returns: v.object({
+    status: v.union(
+      v.literal("pending"),
+      v.literal("done"),
+      v.literal("failed"),
+      v.literal("gone"),
+    ),
+    requestedAt: v.number(),
+    fulfilledAt: v.optional(v.number()),
+  }),
+  handler: async (ctx, { requestId }) => {
+    const principal = await requirePrincipal(ctx);
+    const request = await ctx.db.get("urlRequests", requestId);
+    if (request === null || request.principal !== principal) fail(FORBIDDEN);
+    const { status, requestedAt, fulfilledAt } = request;
+    return { status, requestedAt, fulfilledAt };
+  },
+});
+
+/** A grant as its holder sees it: the scope and dates, never who granted or revoked it. */
+const myGrant = v.object({
+  grantId: v.id("grants"),
+  scope: grantScope,
+  // For an asset grant: the asset, for `assets:view` / `requestUrl` (absent
+  // while no object was ever seen at that key).
+  assetId: v.optional(v.id("assets")),
+  active: v.boolean(),
+  createdAt: v.number(),
+  expiresAt: v.optional(v.number()),
+  revokedAt: v.optional(v.number()),
+});
+
+function myGrantOf(
+  grant: Doc<"grants">,
+  assetId: Id<"assets"> | undefined,
+  now: number,
+): Infer<typeof myGrant> {
+  return {
+    grantId: grant._id,
+    assetId,
+    scope:
+      grant.sessionId !== undefined
+        ? { sessionId: grant.sessionId }
+        : { bucket: grant.bucket!, key: grant.key! },
+    active:
+      grant.revokedAt === undefined &&
+      (grant.expiresAt === undefined || grant.expiresAt > now),
+    createdAt: grant.createdAt,
+    expiresAt: grant.expiresAt,
+    revokedAt: grant.revokedAt,
+  };
+}
+
+/**
+ * The caller's grants, active and past: what was shared with them (session
+ * grants first, by session id descending, then single assets, newest
+ * first). No identity: an empty page.
+ *
+ * Worst case per page: 1 + MAX_PAGE_ROWS index ranges (the grants, then one
+ * asset lookup per asset grant), MAX_PAGE_ROWS grants (< 2 KB) and as many
+ * assets (≤ 7 KB): < 2 MB.
+ */
+export const myGrants = query({
+  args: { paginationOpts: paginationOptsValidator },
+  returns: paginationResultValidator(myGrant),
+  handler: async (ctx, { paginationOpts }) => {
+    const principal = await principalOf(ctx);
+    if (principal === null) return emptyPage<Infer<typeof myGrant>>();
+    const now = Date.now();
+    const page = await ctx.db
+      .query("grants")
+      .withIndex("by_principal_session", (q) => q.eq("principal", principal))
+      .order("desc")
+      .paginate(bounded(paginationOpts));
+    return {
+      ...page,
+      page: await Promise.all(
+        page.page.map(async (grant) => {
+          const asset =
+            grant.bucket !== undefined && grant.key !== undefined
+              ? await assetBy(ctx, grant.bucket, grant.key)
+              : null;
+          return myGrantOf(grant, asset?._id, now);
+        }),
+      ),
+    };
+  },
+});
+
+/**
+ * The caller's principal — the string `setOwner` and `grant` take for this
+ * user — or null without identity. Reads nothing.
+ */
+export const whoami = query({
+  args: {},
+  returns: v.union(
+    v.null(),
+    v.object({
+      principal: v.string(),
+      issuer: v.string(),
+      subject: v.string(),
+    }),
+  ),
+  handler: async (ctx) => {
+    const identity = await ctx.auth.getUserIdentity();
+    if (identity === null) return null;
+    return {
+      principal: identity.tokenIdentifier,
+      issuer: identity.issuer,
+      subject: identity.subject,
+    };
   },
 });

@@ -5,8 +5,9 @@
  * carry no idempotency key and SQS redelivers: replaying a batch finds every
  * event at or behind its record's position and writes nothing.
  *
- * All functions are internal: the sync service calls them with a deploy key,
- * and the UI gets its own public queries that decide what to expose.
+ * All functions but `view` are internal: the sync service calls them with a
+ * deploy key. `view` is the web app's, and answers only a caller who may
+ * read the asset (convex/PUBLIC_API.md).
  */
 import {
   paginationOptsValidator,
@@ -18,6 +19,7 @@ import {
   MutationCtx,
   internalMutation,
   internalQuery,
+  query,
 } from "./_generated/server";
 import {
   MAX_BATCH_EVENTS,
@@ -25,10 +27,25 @@ import {
   findProblem,
   s3EventValidator,
 } from "./events";
+import {
+  assetProblem,
+  bounded,
+  mapPage,
+  problemOf,
+  readableAsset,
+  role,
+  roleOf,
+} from "./model/public";
 import { BatchChanges, stateOf } from "./model/sessions";
 import { trackChanges } from "./model/tracking";
 import { EventPosition, judge } from "./ordering";
-import schema, { assetStatus, objectFields } from "./schema";
+import { readerTtlMs, shownUrl } from "./model/urlPolicy";
+import schema, {
+  assetStatus,
+  checksums,
+  eventType,
+  objectFields,
+} from "./schema";
 
 export const applyResultValidator = v.object({
   status: v.union(
@@ -188,6 +205,7 @@ function urlErrorOf(event: S3Event, asset: Doc<"assets"> | null) {
   return {
     url: kept?.url,
     urlExpiresAt: kept?.urlExpiresAt,
+    urlConfig: kept?.urlConfig,
     urlError: event.urlError,
   };
 }
@@ -199,6 +217,7 @@ function tombstone(event: S3Event) {
     // A link to a deleted object only leads to a 404.
     url: undefined,
     urlExpiresAt: undefined,
+    urlConfig: undefined,
   };
 }
 
@@ -318,3 +337,124 @@ export function prefixEnd(prefix: string): string | null {
   }
   return null;
 }
+
+// --- public ---------------------------------------------------------------
+
+/** An asset as its reader sees it: no bucket, no delivery ids, no raw error text. */
+const publicAsset = v.object({
+  assetId: v.id("assets"),
+  key: v.string(),
+  status: assetStatus,
+  kind: v.optional(v.string()),
+  sessionId: v.optional(v.string()),
+  sceneId: v.optional(v.string()),
+  version: v.optional(v.number()),
+  size: v.optional(v.number()),
+  etag: v.optional(v.string()),
+  contentType: v.optional(v.string()),
+  versionId: v.optional(v.string()),
+  metadata: v.optional(v.record(v.string(), v.string())),
+  checksums: v.optional(checksums),
+  revision: v.number(),
+  eventTime: v.number(),
+  createdAt: v.number(),
+  updatedAt: v.number(),
+  // As on `sessions:sceneView`: the stored URL only when it may be handed to
+  // this reader; otherwise "request" (ask `access:requestUrl`).
+  urlState: v.union(v.literal("ready"), v.literal("request")),
+  url: v.optional(v.string()),
+  urlExpiresAt: v.optional(v.number()),
+  error: v.optional(assetProblem),
+});
+
+const publicVersion = v.object({
+  revision: v.number(),
+  type: eventType,
+  eventName: v.string(),
+  eventTime: v.number(),
+  size: v.optional(v.number()),
+  etag: v.optional(v.string()),
+  versionId: v.optional(v.string()),
+  contentType: v.optional(v.string()),
+  appliedAt: v.number(),
+});
+
+function publicVersionOf(row: Doc<"assetVersions">) {
+  const { revision, type, eventName, eventTime, size, etag } = row;
+  const { versionId, contentType, appliedAt } = row;
+  return {
+    revision,
+    type,
+    eventName,
+    eventTime,
+    size,
+    etag,
+    versionId,
+    contentType,
+    appliedAt,
+  };
+}
+
+/**
+ * One asset and a page of its history (newest change first), for the owner
+ * of its session or a grantee of the session or of the asset. The page
+ * fields are at the top level (`usePaginatedQuery` pages the history).
+ *
+ * Throws ConvexError `forbidden` (no identity: `reason: "unauthenticated"`;
+ * no permission, or no such asset) or `gone` with `deletedAt`.
+ *
+ * Worst case: 5 index ranges (asset, session, session grant, asset grant,
+ * history); 1 asset (≤ 7 KB) + the caller's grants + MAX_PAGE_ROWS history
+ * rows (~1.3 KB: a 1 KB key) ≈ 0.3 MB. Measured for a page of 100 with the
+ * largest rows: 0.14 MB, 108 documents (tests/convex/publicLimits.test.ts).
+ */
+export const view = query({
+  args: { assetId: v.id("assets"), paginationOpts: paginationOptsValidator },
+  returns: v.object({
+    ...paginationResultValidator(publicVersion).fields,
+    asset: publicAsset,
+    role,
+  }),
+  handler: async (ctx, { assetId, paginationOpts }) => {
+    const now = Date.now();
+    const { asset, permission } = await readableAsset(ctx, assetId, now);
+    const grantEnd =
+      permission.via === "grant" ? permission.expiresAt : undefined;
+    const history = await ctx.db
+      .query("assetVersions")
+      .withIndex("by_asset", (q) => q.eq("assetId", asset._id))
+      .order("desc")
+      .paginate(bounded(paginationOpts));
+    return {
+      ...mapPage(history, publicVersionOf),
+      asset: {
+        assetId: asset._id,
+        key: asset.key,
+        status: asset.status,
+        kind: asset.kind,
+        sessionId: asset.sessionId,
+        sceneId: asset.sceneId,
+        version: asset.version,
+        size: asset.size,
+        etag: asset.etag,
+        contentType: asset.contentType,
+        versionId: asset.versionId,
+        metadata: asset.metadata,
+        checksums: asset.checksums,
+        revision: asset.revision,
+        eventTime: asset.eventTime,
+        createdAt: asset.createdAt,
+        updatedAt: asset.updatedAt,
+        ...(asset.status === "available"
+          ? shownUrl(
+              asset,
+              now,
+              readerTtlMs(asset.kind, now, undefined, grantEnd),
+            )
+          : { urlState: "request" as const }),
+        error: problemOf(asset),
+      },
+      role: roleOf(permission),
+    };
+  },
+});

@@ -21,6 +21,9 @@ export const MAX_BATCH_EVENTS = 1_000;
  */
 export const MAX_EVENT_BYTES = 7 * 1024;
 
+/** A URL configuration's name is a short label, not a document. */
+export const MAX_URL_CONFIG_LENGTH = 256;
+
 /** S3's own limit on a key. */
 export const MAX_KEY_BYTES = 1024;
 
@@ -81,6 +84,12 @@ export function findProblem(event: S3Event): string | null {
     !(Number.isSafeInteger(event.size) && event.size >= 0)
   ) {
     return "size is not a non-negative integer";
+  }
+  if (
+    event.urlConfig !== undefined &&
+    (event.urlConfig === "" || event.urlConfig.length > MAX_URL_CONFIG_LENGTH)
+  ) {
+    return `urlConfig is empty or longer than ${MAX_URL_CONFIG_LENGTH} characters`;
   }
   for (const field of ["urlExpiresAt", "version"] as const) {
     const value = event[field];

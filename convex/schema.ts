@@ -45,6 +45,11 @@ export const objectFields = {
   storageClass: v.optional(v.string()),
   url: v.optional(v.string()),
   urlExpiresAt: v.optional(v.number()),
+  // Which URL configuration made `url` (R8.3), as the sync service names it:
+  // e.g. "public:https://cdn.example" or "presigned:3600". Absent: unknown
+  // (a record older than this field, or no URL). `urls:outOfConfig` lists
+  // the records whose value is not the current one.
+  urlConfig: v.optional(v.string()),
   sessionId: v.optional(v.string()),
   sceneId: v.optional(v.string()),
   // video/source/metadata/manifest/thumbnail/subtitle/other; kept open so the
@@ -119,6 +124,27 @@ export const auditOutcome = v.union(
   v.literal("not_found"),
   v.literal("unavailable"),
   v.literal("done"),
+  // Allowed, but no URL could be handed out yet: a signing request was
+  // recorded for the sync service (`access:requestUrl`, `urlRequests`).
+  v.literal("pending"),
+);
+
+/** Where an audited decision came from. */
+export const auditChannel = v.union(
+  // The sync service with the deploy key: the principal is its claim.
+  v.literal("internal"),
+  // The public API: the principal is the verified JWT's tokenIdentifier.
+  v.literal("public"),
+);
+
+export const urlRequestStatus = v.union(
+  v.literal("pending"),
+  // Signed: `url` holds a URL made for this request.
+  v.literal("done"),
+  // Signing failed (the reason stays internal, in `error`).
+  v.literal("failed"),
+  // The asset was deleted before it could be signed.
+  v.literal("gone"),
 );
 
 export default defineSchema({
@@ -147,7 +173,10 @@ export default defineSchema({
     // A scene's files, every version (convex/sessions.ts).
     .index("by_scene", ["sessionId", "sceneId", "version"])
     // Stored presigned URLs by expiry, for the refresher (convex/urls.ts).
-    .index("by_url_expiry", ["bucket", "urlExpiresAt"]),
+    .index("by_url_expiry", ["bucket", "urlExpiresAt"])
+    // Available records by the URL configuration that made their URL, for
+    // the sweep that brings them in line after a change (R8.3, convex/urls.ts).
+    .index("by_url_config", ["bucket", "status", "urlConfig"]),
 
   assetVersions: defineTable({
     assetId: v.id("assets"),
@@ -207,6 +236,10 @@ export default defineSchema({
     expiresAt: v.optional(v.number()),
     revokedAt: v.optional(v.number()),
     revokedBy: v.optional(v.string()),
+    // Set by the scheduled `access:expireGrant` at `expiresAt`: the write
+    // makes every subscribed query that read this grant run again, so an
+    // expired grant stops showing data without waiting for another change.
+    expiredAt: v.optional(v.number()),
   })
     .index("by_principal_session", ["principal", "sessionId"])
     .index("by_principal_asset", ["principal", "bucket", "key"]),
@@ -225,12 +258,43 @@ export default defineSchema({
     urlSource: v.optional(v.union(v.literal("stored"), v.literal("fresh"))),
     expiresAt: v.optional(v.number()),
     grantId: v.optional(v.id("grants")),
+    // For a public read: the signing request it recorded or was served from.
+    requestId: v.optional(v.id("urlRequests")),
     actor: v.optional(v.string()),
+    // Absent: internal (rows written before the public API existed).
+    channel: v.optional(auditChannel),
     at: v.number(),
   })
     .index("by_at", ["at"])
     .index("by_principal", ["principal", "at"])
     .index("by_asset", ["bucket", "key", "at"]),
+
+  // URLs the web app asked for that Convex could not serve from the stored
+  // one (`access:requestUrl`): the sync service, which holds the AWS
+  // credentials, signs them (`urls:pendingRequests`, `urls:fulfilRequests`).
+  // One row per (asset, principal), reused by later requests, so retries
+  // never grow the table.
+  urlRequests: defineTable({
+    assetId: v.id("assets"),
+    // The asset's, copied so the signer needs no second read.
+    bucket: v.string(),
+    key: v.string(),
+    kind: v.optional(v.string()),
+    principal: v.string(),
+    // The longest the signed URL may live: the kind's lifetime, the caller's
+    // wish and a grant's expiry, whichever is shortest.
+    ttlMs: v.number(),
+    status: urlRequestStatus,
+    requestedAt: v.number(),
+    fulfilledAt: v.optional(v.number()),
+    url: v.optional(v.string()),
+    urlExpiresAt: v.optional(v.number()),
+    urlConfig: v.optional(v.string()),
+    // Why signing failed; internal, never returned by a public function.
+    error: v.optional(v.string()),
+  })
+    .index("by_asset_principal", ["assetId", "principal"])
+    .index("by_bucket_status", ["bucket", "status", "requestedAt"]),
 
   // Audit trail of `s3convex replay` runs, one row per run (convex/operations.ts).
   replayRuns: defineTable({

@@ -19,6 +19,10 @@
  *
  * The bookkeeping lives in `convex/model/` (`tracking.ts`, `scenes.ts`,
  * `sessions.ts`); this module holds the queries and the repair.
+ *
+ * `mine`, `live` and `sceneView` are public: the web app subscribes to them
+ * with the user's JWT, and each answers only what the caller may read
+ * (owner or active grant, `convex/model/public.ts`); see convex/PUBLIC_API.md.
  */
 import {
   paginationOptsValidator,
@@ -26,7 +30,25 @@ import {
 } from "convex/server";
 import { ConvexError, Infer, v } from "convex/values";
 import { Doc } from "./_generated/dataModel";
-import { QueryCtx, internalMutation, internalQuery } from "./_generated/server";
+import {
+  QueryCtx,
+  internalMutation,
+  internalQuery,
+  query,
+} from "./_generated/server";
+import { principalOf } from "./model/identity";
+import {
+  assetProblem,
+  bounded,
+  emptyPage,
+  fail,
+  mapPage,
+  problemOf,
+  readableSession,
+  role,
+  roleOf,
+} from "./model/public";
+import { readerTtlMs, shownUrl } from "./model/urlPolicy";
 import {
   SCENE_KINDS,
   currentFiles,
@@ -35,7 +57,12 @@ import {
   writeScene,
 } from "./model/scenes";
 import { count, emptySummary, sessionBy, stateOf } from "./model/sessions";
-import schema, { sceneFile } from "./schema";
+import schema, {
+  assetStatus,
+  sceneFile,
+  sceneVersion,
+  sessionSummary,
+} from "./schema";
 
 /** `versionFiles` returns at most this many files. */
 export const MAX_VERSION_FILES = 200;
@@ -53,7 +80,7 @@ const sceneFileView = v.object({
   size: v.optional(v.number()),
   contentType: v.optional(v.string()),
 });
-const sceneView = v.object({
+const internalSceneView = v.object({
   ...sceneDoc.fields,
   files: v.object({
     video: v.optional(sceneFileView),
@@ -64,7 +91,7 @@ const sceneView = v.object({
     subtitle: v.optional(sceneFileView),
   }),
 });
-export type SceneView = Infer<typeof sceneView>;
+export type SceneView = Infer<typeof internalSceneView>;
 
 /** The scene with the stored URL of each current file (one read per file). */
 async function viewOf(ctx: QueryCtx, scene: Doc<"scenes">): Promise<SceneView> {
@@ -95,7 +122,7 @@ export const get = internalQuery({
 /** The scene: current version, its files with their stored URLs, and version history. */
 export const scene = internalQuery({
   args: { sessionId: v.string(), sceneId: v.string() },
-  returns: v.union(sceneView, v.null()),
+  returns: v.union(internalSceneView, v.null()),
   handler: async (ctx, { sessionId, sceneId }) => {
     const found = await sceneBy(ctx, sessionId, sceneId);
     return found === null ? null : viewOf(ctx, found);
@@ -105,7 +132,7 @@ export const scene = internalQuery({
 /** A session's scenes in scene-id order, each as `scene` returns it. */
 export const scenes = internalQuery({
   args: { sessionId: v.string(), paginationOpts: paginationOptsValidator },
-  returns: paginationResultValidator(sceneView),
+  returns: paginationResultValidator(internalSceneView),
   handler: async (ctx, { sessionId, paginationOpts }) => {
     const page = await ctx.db
       .query("scenes")
@@ -226,5 +253,236 @@ export const rebuild = internalMutation({
       });
     }
     return { assets: assets.length, scenes: sceneCount };
+  },
+});
+
+// --- public: what the web app subscribes to ------------------------------
+
+/** A session as the web app sees it: no owner or grant principals. */
+const publicSession = v.object({
+  sessionId: v.string(),
+  summary: sessionSummary,
+  createdAt: v.number(),
+  updatedAt: v.number(),
+});
+
+function publicSessionOf(session: Doc<"videoSessions">) {
+  const { sessionId, summary, createdAt, updatedAt } = session;
+  return { sessionId, summary, createdAt, updatedAt };
+}
+
+/**
+ * The caller's own sessions (`ownerId` is their principal), newest first.
+ * No identity: an empty page. Sessions shared with the caller are listed by
+ * `access:myGrants`.
+ *
+ * Worst case per page: one index range, MAX_PAGE_ROWS (200) session
+ * documents of < 1 KB (a summary counts a handful of kinds): < 0.2 MB.
+ */
+export const mine = query({
+  args: { paginationOpts: paginationOptsValidator },
+  returns: paginationResultValidator(publicSession),
+  handler: async (ctx, { paginationOpts }) => {
+    const principal = await principalOf(ctx);
+    if (principal === null) return emptyPage<Infer<typeof publicSession>>();
+    const page = await ctx.db
+      .query("videoSessions")
+      .withIndex("by_owner", (q) => q.eq("ownerId", principal))
+      .order("desc")
+      .paginate(bounded(paginationOpts));
+    return mapPage(page, publicSessionOf);
+  },
+});
+
+/** `live` lists at most this many scenes (with `moreScenes` when there are more). */
+export const MAX_LIVE_SCENES = 200;
+
+const liveAsset = v.object({
+  assetId: v.id("assets"),
+  key: v.string(),
+  kind: v.optional(v.string()),
+  sceneId: v.optional(v.string()),
+  version: v.optional(v.number()),
+  status: assetStatus,
+  size: v.optional(v.number()),
+  contentType: v.optional(v.string()),
+  eventTime: v.number(),
+  updatedAt: v.number(),
+  deletedAt: v.optional(v.number()),
+  error: v.optional(assetProblem),
+});
+
+function liveAssetOf(asset: Doc<"assets">): Infer<typeof liveAsset> {
+  return {
+    assetId: asset._id,
+    key: asset.key,
+    kind: asset.kind,
+    sceneId: asset.sceneId,
+    version: asset.version,
+    status: asset.status,
+    size: asset.size,
+    contentType: asset.contentType,
+    eventTime: asset.eventTime,
+    updatedAt: asset.updatedAt,
+    deletedAt: asset.deletedAt,
+    error: problemOf(asset),
+  };
+}
+
+const liveScene = v.object({
+  sceneId: v.string(),
+  currentVersion: v.optional(v.number()),
+  // The kinds the current version has a file for (video, source, ...).
+  kinds: v.array(v.string()),
+  versions: v.number(),
+  updatedAt: v.number(),
+});
+
+function liveSceneOf(scene: Doc<"scenes">): Infer<typeof liveScene> {
+  return {
+    sceneId: scene.sceneId,
+    currentVersion: scene.currentVersion,
+    kinds: SCENE_KINDS.filter((kind) => scene.files[kind] !== undefined),
+    versions: scene.versions.length,
+    updatedAt: scene.updatedAt,
+  };
+}
+
+/**
+ * A session's live status, for its owner or a grantee: the summary (counts
+ * by status and kind, bytes, scenes), its scenes with their current version
+ * (the first MAX_LIVE_SCENES in scene-id order), and a page of its assets,
+ * newest first, each with its status and error code. The page fields are at
+ * the top level, so `usePaginatedQuery` pages the assets; `useQuery` gets
+ * the session and scenes too.
+ *
+ * Throws ConvexError `forbidden` (no identity: `reason: "unauthenticated"`;
+ * no permission, whether or not the session exists) or `not_found`.
+ *
+ * Worst case: 4 index ranges of 4,096 (session, session grant, scenes,
+ * assets); 1 session + the caller's grants on it + MAX_LIVE_SCENES + 1
+ * scenes (~3 KB each at most: 100 versions, six 1 KB keys) + MAX_PAGE_ROWS
+ * assets (≤ 7 KB each). Measured with the largest documents
+ * (tests/convex/publicLimits.test.ts): 3.3 MB and 308 documents for a first
+ * page of 100 assets, 4.0 MB and 408 documents for a reactive page grown to
+ * MAX_PAGE_ROWS — of 16 MiB and 32,000.
+ */
+export const live = query({
+  args: { sessionId: v.string(), paginationOpts: paginationOptsValidator },
+  returns: v.object({
+    ...paginationResultValidator(liveAsset).fields,
+    session: publicSession,
+    role,
+    scenes: v.array(liveScene),
+    moreScenes: v.boolean(),
+  }),
+  handler: async (ctx, { sessionId, paginationOpts }) => {
+    const { session, permission } = await readableSession(
+      ctx,
+      sessionId,
+      Date.now(),
+    );
+    const scenes = await ctx.db
+      .query("scenes")
+      .withIndex("by_session_scene", (q) => q.eq("sessionId", sessionId))
+      .take(MAX_LIVE_SCENES + 1);
+    const assets = await ctx.db
+      .query("assets")
+      .withIndex("by_session", (q) => q.eq("sessionId", sessionId))
+      .order("desc")
+      .paginate(bounded(paginationOpts));
+    return {
+      ...mapPage(assets, liveAssetOf),
+      session: publicSessionOf(session),
+      role: roleOf(permission),
+      scenes: scenes.slice(0, MAX_LIVE_SCENES).map(liveSceneOf),
+      moreScenes: scenes.length > MAX_LIVE_SCENES,
+    };
+  },
+});
+
+/** A current file as a reader sees it: its stored URL only when it may be handed to them. */
+export const publicFile = v.object({
+  assetId: v.id("assets"),
+  key: v.string(),
+  eventTime: v.number(),
+  size: v.optional(v.number()),
+  contentType: v.optional(v.string()),
+  // "ready": `url` may be used until `urlExpiresAt` (absent: public, no
+  // expiry). "request": ask `access:requestUrl` (none stored, about to
+  // expire, or living longer than the kind — or the caller's grant — allows).
+  urlState: v.union(v.literal("ready"), v.literal("request")),
+  url: v.optional(v.string()),
+  urlExpiresAt: v.optional(v.number()),
+});
+
+const publicScene = v.object({
+  sessionId: v.string(),
+  sceneId: v.string(),
+  currentVersion: v.optional(v.number()),
+  versions: v.array(sceneVersion),
+  updatedAt: v.number(),
+  files: v.object({
+    video: v.optional(publicFile),
+    source: v.optional(publicFile),
+    metadata: v.optional(publicFile),
+    manifest: v.optional(publicFile),
+    thumbnail: v.optional(publicFile),
+    subtitle: v.optional(publicFile),
+  }),
+});
+
+/**
+ * A scene of a session the caller may read: its current version, version
+ * history, and each current file with its stored URL when that URL may be
+ * handed to this caller (R7.2: the kind's lifetime, `URL_EXPIRES_<KIND>` in
+ * Convex's environment, and the end of the caller's grant). A URL shown here
+ * is not audited per read (a query cannot write); `access:requestUrl` is the
+ * audited way to get one (convex/PUBLIC_API.md).
+ *
+ * Throws ConvexError `forbidden` or `not_found` (no such scene).
+ *
+ * Worst case: 3 index ranges (session, session grant, scene) + 6 document
+ * reads (one per file) of 4,096; measured 0.05 MB with the largest assets.
+ */
+export const sceneView = query({
+  args: { sessionId: v.string(), sceneId: v.string() },
+  returns: publicScene,
+  handler: async (ctx, { sessionId, sceneId }) => {
+    const now = Date.now();
+    const { permission } = await readableSession(ctx, sessionId, now);
+    const scene = await sceneBy(ctx, sessionId, sceneId);
+    if (scene === null) fail({ code: "not_found" });
+    const grantEnd =
+      permission.via === "grant" ? permission.expiresAt : undefined;
+    const files: Infer<typeof publicScene>["files"] = {};
+    for (const kind of SCENE_KINDS) {
+      const file = scene.files[kind];
+      if (file === undefined) continue;
+      const asset = await ctx.db.get("assets", file.assetId);
+      // A pointer always names an available asset (applyEvents moves both in
+      // one mutation); skip one that is not, rather than show a dead link.
+      if (asset === null || asset.status !== "available") continue;
+      files[kind] = {
+        assetId: file.assetId,
+        key: file.key,
+        eventTime: file.eventTime,
+        size: asset.size,
+        contentType: asset.contentType,
+        ...shownUrl(
+          asset,
+          now,
+          readerTtlMs(asset.kind, now, undefined, grantEnd),
+        ),
+      };
+    }
+    return {
+      sessionId,
+      sceneId,
+      currentVersion: scene.currentVersion,
+      versions: scene.versions,
+      updatedAt: scene.updatedAt,
+      files,
+    };
   },
 });

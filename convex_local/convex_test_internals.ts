@@ -22,6 +22,7 @@ export interface DatabaseFakeInternals {
   _lastCreationTime: number;
   get(table: string | undefined, id: string): Doc | null;
   commit(commitTs?: bigint | null): void;
+  startQuery(query: Query): number;
   paginate(args: { cursor: string | null } & Record<string, unknown>): unknown;
   _iterateDocs(table: string, cb: (doc: Doc) => void): void;
   _resolveQuerySource(query: Query): ResolvedSource;

@@ -9,7 +9,9 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { timingSafeEqual } from "node:crypto";
-import { jsonToConvex, type JSONValue, type Value } from "convex/values";
+import type { Value } from "convex/values";
+import { ANONYMOUS, callerIdentity, type AuthVerifier, type Caller } from "./auth";
+import { decodeArgs, resolveCallable } from "./calls";
 import type { Config, Faults } from "./config";
 import {
   FunctionError,
@@ -33,14 +35,16 @@ export interface ApiContext {
   config: Config;
   faults: Faults;
   deployment: Deployment;
+  /** JWT verification for `Authorization: Bearer` (auth.config.ts). */
+  auth: AuthVerifier;
+  /** The WebSocket side, for `/_local/stats`. */
+  sync?: { stats(): Record<string, unknown> | object };
   /** Called after each request that ran a function (persistence hook). */
   afterExecute?: () => void;
   afterReset?: () => void;
   random?: () => number;
   log?: (line: Record<string, unknown>) => void;
 }
-
-type Identity = "admin" | "anonymous";
 
 interface Reply {
   status: number;
@@ -112,39 +116,41 @@ function keysEqual(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-/** ExtractAuthenticationToken + Application::authenticate, for one admin key. */
-function authenticate(req: IncomingMessage, adminKey: string): Identity {
+export function adminKeyMatches(given: string, adminKey: string): boolean {
+  return keysEqual(given, adminKey);
+}
+
+/** ExtractAuthenticationToken + Application::authenticate: the admin key or a user JWT. */
+async function authenticate(req: IncomingMessage, adminKey: string, auth: AuthVerifier): Promise<Caller> {
   const header = req.headers.authorization;
-  if (header === undefined) return "anonymous";
+  if (header === undefined) return ANONYMOUS;
   if (header.length < 7) throw badRequest("InvalidHeaderFailure", "Invalid authentication header");
   const scheme = header.slice(0, 7).toLowerCase();
   if (scheme === "convex ") {
     if (!keysEqual(header.slice(7), adminKey)) {
       throw new SystemError(401, "BadAdminKey", "The provided admin key was invalid for this instance");
     }
-    return "admin";
+    return { kind: "admin", actingAs: null };
   }
-  if (scheme === "bearer ") {
-    throw new SystemError(
-      401,
-      "NoAuthProvider",
-      "No auth provider found matching the given token. This local deployment has no auth providers configured.",
-    );
-  }
+  if (scheme === "bearer ") return auth.verify(header.slice(7).trim());
   throw badRequest("InvalidAdminKey", "Invalid admin key");
 }
 
 function requireAdmin(req: IncomingMessage, adminKey: string): void {
-  if (authenticate(req, adminKey) !== "admin") {
-    throw new SystemError(401, "Unauthenticated", "This endpoint requires `Authorization: Convex <admin key>`");
+  const header = req.headers.authorization;
+  if (header !== undefined && header.length < 7) throw badRequest("InvalidHeaderFailure", "Invalid authentication header");
+  const scheme = header?.slice(0, 7).toLowerCase();
+  if (scheme === "convex ") {
+    if (keysEqual(header!.slice(7), adminKey)) return;
+    throw new SystemError(401, "BadAdminKey", "The provided admin key was invalid for this instance");
   }
+  if (header !== undefined && scheme !== "bearer ") throw badRequest("InvalidAdminKey", "Invalid admin key");
+  throw new SystemError(401, "Unauthenticated", "This endpoint requires `Authorization: Convex <admin key>`");
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // --- /api --------------------------------------------------------------------
-
-const KIND_NAMES: Record<FunctionKind, string> = { query: "Query", mutation: "Mutation", action: "Action" };
 
 /** parse_export_path / parse_udf_path: "dir/module:export", ".js" optional. */
 function parseFunctionPath(path: string): string {
@@ -177,40 +183,13 @@ function pathFromRunUrl(rest: string): string {
   return parseFunctionPath(`${parts.join("/")}:${fn}`);
 }
 
-function notFound(udfPath: string, ctx: ApiContext): never {
-  const shown = udfPath.replace(/\.js(?=:|$)/, "");
-  const message = `Could not find public function for '${shown.includes(":") ? shown : `${shown}:default`}'.`;
-  if (ctx.config.udf404OnBadPath) throw new SystemError(404, "FunctionPathNotFound", message);
-  throw new FunctionError(message);
-}
-
-function resolveFor(udfPath: string, expected: FunctionKind | null, identity: Identity, ctx: ApiContext): ResolvedFunction {
-  const fn = ctx.deployment.resolve(udfPath);
-  if (fn === undefined) notFound(udfPath, ctx);
-  if (!fn.isPublic && identity !== "admin") notFound(udfPath, ctx);
-  if (expected !== null && fn.kind !== expected) {
-    const message = `Trying to execute ${fn.udfPath} as ${KIND_NAMES[expected]}, but it is defined as ${KIND_NAMES[fn.kind]}.`;
-    if (ctx.config.udf404OnBadPath) throw new SystemError(404, "FunctionPathWrongType", message);
-    throw new FunctionError(message);
+function resolveFor(udfPath: string, expected: FunctionKind | null, caller: Caller, ctx: ApiContext): ResolvedFunction {
+  const found = resolveCallable(ctx.deployment, udfPath, expected, caller.kind === "admin");
+  if (found.ok) return found.fn;
+  if (ctx.config.udf404OnBadPath) {
+    throw new SystemError(404, found.reason === "notFound" ? "FunctionPathNotFound" : "FunctionPathWrongType", found.message);
   }
-  return fn;
-}
-
-/** UdfArgsJson: an object, or the legacy `[object]`; Convex-encoded JSON. */
-function decodeArgs(raw: unknown): Value {
-  let args = raw;
-  if (Array.isArray(args)) {
-    if (args.length !== 1) throw new FunctionError(`Expected exactly one argument object, got ${args.length} positional arguments.`);
-    args = args[0];
-  }
-  if (typeof args !== "object" || args === null || Array.isArray(args)) {
-    throw new FunctionError("The arguments to a Convex function must be an object.");
-  }
-  try {
-    return jsonToConvex(args as JSONValue);
-  } catch (e) {
-    throw new FunctionError(`Invalid argument encoding: ${(e as Error).message}`);
-  }
+  throw new FunctionError(found.message);
 }
 
 function injectedFault(kind: FunctionKind, ctx: ApiContext): SystemError | null {
@@ -242,14 +221,14 @@ async function handleFunctionCall(
     throw badRequest("BadJsonBody", "Failed to deserialize the JSON body into the target type: invalid type for `format`, expected a string");
   }
   if (ctx.faults.latencyMs > 0) await sleep(ctx.faults.latencyMs);
-  const identity = authenticate(req, ctx.config.adminKey);
+  const caller = await authenticate(req, ctx.config.adminKey, ctx.auth);
   const udfPath = route.runPath !== null ? pathFromRunUrl(route.runPath) : parseFunctionPath(body.path as string);
   const requestId = newRequestId();
 
   let fn: ResolvedFunction;
   let args: Value;
   try {
-    fn = resolveFor(udfPath, route.expected, identity, ctx);
+    fn = resolveFor(udfPath, route.expected, caller, ctx);
     args = decodeArgs(body.args);
   } catch (e) {
     if (e instanceof FunctionError) return functionErrorReply(e, [], requestId, body.format, ctx, udfPath);
@@ -259,7 +238,7 @@ async function handleFunctionCall(
   const fault = injectedFault(fn.kind, ctx);
   if (fault !== null) throw fault;
 
-  const outcome = await ctx.deployment.execute(fn, args);
+  const outcome = await ctx.deployment.execute(fn, args, callerIdentity(caller));
   ctx.afterExecute?.();
 
   const random = ctx.random ?? Math.random;
@@ -355,7 +334,7 @@ async function route(req: IncomingMessage, ctx: ApiContext): Promise<Reply> {
       return json(200, { ok: true });
     case "/_local/stats":
       requireAdmin(req, ctx.config.adminKey);
-      return json(200, { ...ctx.deployment.stats(), faults: ctx.faults });
+      return json(200, { ...ctx.deployment.stats(), faults: ctx.faults, ...(ctx.sync ? { sync: ctx.sync.stats() } : {}) });
     case "/_local/cpu": {
       // For benchmarks on a shared machine: CPU this process has used so far.
       requireAdmin(req, ctx.config.adminKey);

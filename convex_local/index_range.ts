@@ -28,7 +28,7 @@ export function positions(entries: SortedIndex<Doc>, bounds: RangeBounds): { sta
  * `eq* [lower] [upper]` shape we can plan (convex-test then handles it,
  * errors included).
  */
-export function planRange(index: IndexDef, range: RangeExpr[]): RangeBounds | null {
+export function planRange(index: Pick<IndexDef, "fields">, range: RangeExpr[]): RangeBounds | null {
   const eqs: IndexKey = [];
   let lower: { value: Value | undefined; inclusive: boolean } | null = null;
   let upper: { value: Value | undefined; inclusive: boolean } | null = null;

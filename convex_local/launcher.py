@@ -40,12 +40,6 @@ class LocalConvex:
                 self.process.kill()
                 self.process.wait()
 
-    def kill(self) -> None:
-        """Stop abruptly (SIGKILL), as a crash would."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
 
 def start_local_convex(
     admin_key: str,

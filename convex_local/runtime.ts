@@ -10,8 +10,11 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { inspect } from "node:util";
 import { convexTest } from "convex-test";
-import { accelerate, assertPinned, type Acceleration, type DatabaseFakeInternals } from "./accelerate";
+import { accelerate, assertPinned, tableNameFromId, type Acceleration, type DatabaseFakeInternals } from "./accelerate";
+import type { UserIdentity } from "./auth";
+import type { Doc } from "./convex_test_internals";
 import { discoverFunctions, loadSchema, type FunctionsDir } from "./modules";
+import { ReadTracker, type CommittedChange, type ReadSet } from "./read_set";
 
 export type FunctionKind = "query" | "mutation" | "action";
 
@@ -30,11 +33,30 @@ interface ConvexGlobal {
   transactionManager: { _lastCommitTs: bigint };
 }
 
-type TestInstance = ReturnType<typeof convexTest> & {
+interface FromPath {
   queryFromPath(p: { udfPath: string; componentPath: string }, args: unknown): Promise<unknown>;
   mutationFromPath(p: { udfPath: string; componentPath: string }, args: unknown): Promise<unknown>;
   actionFromPath(p: { udfPath: string; componentPath: string }, args: unknown): Promise<unknown>;
-};
+}
+
+type TestInstance = ReturnType<typeof convexTest> &
+  FromPath & { withIdentity(identity: UserIdentity): FromPath & TestInstance };
+
+/** A top-level commit: its timestamp and every document it changed. */
+export type CommitListener = (ts: bigint, changes: CommittedChange[]) => void;
+
+/** convex-test accessors per identity (each `withIdentity` builds ~20 closures). */
+const MAX_CACHED_IDENTITIES = 256;
+
+/** Stable JSON (object keys sorted) — the key of an identity or of arguments. */
+export function stableStringify(value: unknown): string {
+  if (value === null || typeof value !== "object") return JSON.stringify(value) ?? "null";
+  if (Array.isArray(value)) return `[${value.map(stableStringify).join(",")}]`;
+  const keys = Object.keys(value as object)
+    .filter((k) => (value as Record<string, unknown>)[k] !== undefined)
+    .sort();
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${stableStringify((value as Record<string, unknown>)[k])}`).join(",")}}`;
+}
 
 /** Runs tasks one after another, in the order they were submitted. */
 export class SerialQueue {
@@ -127,8 +149,12 @@ export interface RuntimeOptions {
 export class Deployment {
   readonly queue = new SerialQueue();
   private t!: TestInstance;
-  private global!: ConvexGlobal;
+  private global: ConvexGlobal | undefined;
   private acceleration: Acceleration | null = null;
+  private readonly reads = new ReadTracker();
+  private readonly identityAccessors = new Map<string, FromPath>();
+  private readonly commitListeners: CommitListener[] = [];
+  private readonly resetListeners: (() => void)[] = [];
 
   private constructor(
     private readonly options: RuntimeOptions,
@@ -172,17 +198,50 @@ export class Deployment {
     } as never) as TestInstance;
     const global = captureConvexGlobal(t);
     if (seed) seed(global.components[""].db, global.transactionManager);
+    // Timestamps never go back, not even across a reset: sync clients compare them.
+    if (this.global) global.transactionManager._lastCommitTs = this.global.transactionManager._lastCommitTs;
     this.t = t;
     this.global = global;
-    this.acceleration = this.options.accelerate ? accelerate(global.components[""].db) : null;
+    this.identityAccessors.clear();
+    const db = global.components[""].db;
+    this.acceleration = this.options.accelerate ? accelerate(db) : null;
+    this.reads.install(db);
+    this.observeCommits(db);
+  }
+
+  /** Report each top-level commit (HTTP, WebSocket, scheduled functions) to the listeners. */
+  private observeCommits(db: DatabaseFakeInternals): void {
+    const commit = db.commit;
+    const listeners = this.commitListeners;
+    db.commit = function (this: DatabaseFakeInternals, commitTs: bigint | null = null): void {
+      const top = this._writes.length === 1 ? this._writes[0] : undefined;
+      const before: [string, Doc | undefined][] | null =
+        top !== undefined && commitTs !== null ? Object.keys(top).map((id) => [id, this._documents[id]]) : null;
+      commit.call(this, commitTs);
+      if (before === null || listeners.length === 0) return;
+      const changes: CommittedChange[] = [];
+      for (const [id, old] of before) {
+        const table = tableNameFromId(id);
+        if (table !== null) changes.push({ id, table, before: old, after: this._documents[id] });
+      }
+      for (const listener of listeners) listener(commitTs!, changes);
+    };
+  }
+
+  onCommit(listener: CommitListener): void {
+    this.commitListeners.push(listener);
+  }
+
+  onReset(listener: () => void): void {
+    this.resetListeners.push(listener);
   }
 
   get db(): DatabaseFakeInternals {
-    return this.global.components[""].db;
+    return this.global!.components[""].db;
   }
 
   get lastCommitTs(): bigint {
-    return this.global.transactionManager._lastCommitTs;
+    return this.global!.transactionManager._lastCommitTs;
   }
 
   get accelerated(): boolean {
@@ -207,20 +266,59 @@ export class Deployment {
     return { accelerated: this.accelerated, queueDepth: this.queue.depth, documents: counts };
   }
 
-  /** Run a registered function through the queue. Never throws for function errors. */
-  execute(fn: ResolvedFunction, args: unknown): Promise<Outcome> {
-    return this.queue.run(() => this.executeNow(fn, args));
+  /**
+   * Run a registered function through the queue, as `identity` (null: no
+   * user). Never throws for function errors. `then` runs inside the queue
+   * right after, with the latest commit timestamp (a mutation's own), before
+   * anything queued later — the sync protocol answers mutations from there.
+   */
+  execute(
+    fn: ResolvedFunction,
+    args: unknown,
+    identity: UserIdentity | null = null,
+    then?: (outcome: Outcome, lastCommitTs: bigint) => void,
+  ): Promise<Outcome> {
+    return this.queue.run(async () => {
+      const outcome = await this.executeNow(fn, args, identity);
+      try {
+        then?.(outcome, this.lastCommitTs);
+      } catch (e) {
+        process.stderr.write(`${JSON.stringify({ event: "internal_error", error: String((e as Error)?.stack ?? e) })}\n`);
+      }
+      return outcome;
+    });
   }
 
-  private async executeNow(fn: ResolvedFunction, args: unknown): Promise<Outcome> {
+  /**
+   * Run a query recording what it reads into `reads`. Only from inside a
+   * task of `queue` (the subscription refresh is one).
+   */
+  runQueryTracked(fn: ResolvedFunction, args: unknown, identity: UserIdentity | null, reads: ReadSet): Promise<Outcome> {
+    return this.reads.run(reads, () => this.executeNow(fn, args, identity));
+  }
+
+  private accessor(identity: UserIdentity | null): FromPath {
+    if (identity === null) return this.t;
+    const key = stableStringify(identity);
+    let accessor = this.identityAccessors.get(key);
+    if (accessor === undefined) {
+      if (this.identityAccessors.size >= MAX_CACHED_IDENTITIES) this.identityAccessors.clear();
+      accessor = this.t.withIdentity(identity);
+      this.identityAccessors.set(key, accessor);
+    }
+    return accessor;
+  }
+
+  private async executeNow(fn: ResolvedFunction, args: unknown, identity: UserIdentity | null): Promise<Outcome> {
     const logLines: string[] = [];
     currentLogLines = logLines;
     const path = { udfPath: fn.udfPath, componentPath: "" };
+    const t = this.accessor(identity);
     try {
       let value: unknown;
-      if (fn.kind === "query") value = await this.t.queryFromPath(path, args);
-      else if (fn.kind === "mutation") value = await this.t.mutationFromPath(path, args);
-      else value = await this.t.actionFromPath(path, args);
+      if (fn.kind === "query") value = await t.queryFromPath(path, args);
+      else if (fn.kind === "mutation") value = await t.mutationFromPath(path, args);
+      else value = await t.actionFromPath(path, args);
       return { ok: true, value, logLines };
     } catch (error) {
       return { ok: false, error, logLines };
@@ -234,6 +332,7 @@ export class Deployment {
     return this.queue.run(async () => {
       await this.t.finishInProgressScheduledFunctions();
       this.fresh();
+      for (const listener of this.resetListeners) listener();
     });
   }
 }

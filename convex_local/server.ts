@@ -5,15 +5,18 @@
  *
  * Prints one line to stdout once listening:
  *   {"event":"listening","url":"http://127.0.0.1:PORT"}
+ * The same port serves Convex's sync protocol (WebSocket, /api/<version>/sync).
  * Everything else (errors, request log with CONVEX_LOCAL_LOG=1) goes to
  * stderr. SIGTERM/SIGINT: stop accepting, finish queued work, save state,
  * exit 0. A configuration or startup problem: one line on stderr, exit 2.
  */
 import { createServer, type Server } from "node:http";
+import { AuthVerifier } from "./auth";
 import { ConfigError, configFromEnv, type Config } from "./config";
 import { createRequestHandler } from "./http_api";
 import { StateSaver, loadState } from "./persistence";
 import { Deployment } from "./runtime";
+import { SyncServer } from "./sync_server";
 
 const SHUTDOWN_GRACE_MS = 10_000;
 
@@ -45,10 +48,24 @@ async function start(config: Config): Promise<{ server: Server; shutdown: () => 
   // Scheduled functions commit outside requests; look for those too.
   const poll = saver ? setInterval(() => saver.touch(), 1000).unref() : null;
 
+  const auth = await AuthVerifier.load(config.functionsDir, stderrLine);
+  if (auth.source !== null) stderrLine({ event: "auth_config_loaded", path: auth.source, providers: auth.providerCount });
+
+  const sync = new SyncServer({
+    deployment,
+    auth,
+    adminKey: config.adminKey,
+    functionsDir: config.functionsDir,
+    afterExecute: saver ? () => saver.touch() : undefined,
+    log: config.log ? stderrLine : undefined,
+  });
+
   const handler = createRequestHandler({
     config,
     faults: { ...config.faults },
     deployment,
+    auth,
+    sync,
     afterExecute: saver ? () => saver.touch() : undefined,
     afterReset: saver
       ? () => {
@@ -59,6 +76,7 @@ async function start(config: Config): Promise<{ server: Server; shutdown: () => 
     log: config.log ? stderrLine : undefined,
   });
   const server = createServer({ keepAliveTimeout: 30_000 }, handler);
+  server.on("upgrade", sync.handleUpgrade);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(config.port, "127.0.0.1", () => resolve());
@@ -67,6 +85,7 @@ async function start(config: Config): Promise<{ server: Server; shutdown: () => 
   const shutdown = async () => {
     server.close();
     server.closeIdleConnections();
+    sync.close();
     await Promise.race([deployment.queue.idle(), new Promise((r) => setTimeout(r, SHUTDOWN_GRACE_MS).unref())]);
     if (poll) clearInterval(poll);
     saver?.saveNow();

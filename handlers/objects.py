@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal, TypedDict
 
 from s3convex.core.asset import AssetChange, etag_kind
 from s3convex.core.errors import SyncError
 from s3convex.core.events import ObjectEvent
+from s3convex.core.layout import AssetKeyFields
 from s3convex.handlers.context import HandlerContext
 from s3convex.handlers.registry import HandlerRegistry
 
@@ -14,7 +16,30 @@ log = logging.getLogger(__name__)
 registry = HandlerRegistry()
 
 
-def _base(event: ObjectEvent, type_: str, ctx: HandlerContext) -> dict[str, object]:
+class _EventFields(AssetKeyFields):
+    """What every change carries: the event's own facts and what the key means."""
+
+    type: Literal["created", "removed"]
+    bucket: str
+    key: str
+    eventName: str
+    eventTime: int
+    sequencer: str | None
+    versionId: str | None
+    source: str
+
+
+class _UrlFields(TypedDict, total=False):
+    """The stored URL, or why there is none this time."""
+
+    url: str
+    urlExpiresAt: int | None
+    urlError: str
+
+
+def _base(event: ObjectEvent, type_: Literal["created", "removed"], ctx: HandlerContext,
+          version_id: str | None = None) -> _EventFields:
+    """``version_id``: the version S3 reports now, when known; else the event's."""
     return {
         "type": type_,
         "bucket": event.bucket,
@@ -22,13 +47,13 @@ def _base(event: ObjectEvent, type_: str, ctx: HandlerContext) -> dict[str, obje
         "eventName": event.event_name,
         "eventTime": event.event_time_ms,
         "sequencer": event.sequencer,
-        "versionId": event.version_id,
+        "versionId": version_id or event.version_id,
         "source": event.source,
         **ctx.layout.classify(event.key).asset_fields(),
     }
 
 
-async def _url(event: ObjectEvent, ctx: HandlerContext) -> dict[str, object]:
+async def _url(event: ObjectEvent, ctx: HandlerContext) -> _UrlFields:
     """The stored URL fields; a failure is recorded on the asset (Convex keeps the last good
     URL) instead of failing the event — the object did change, and that must land."""
     try:
@@ -59,7 +84,7 @@ async def on_object_created(event: ObjectEvent, ctx: HandlerContext) -> AssetCha
         )
     sse = head.encryption.sse if head.encryption else None
     return AssetChange(
-        **{**_base(event, "created", ctx), "versionId": head.version_id or event.version_id},
+        **_base(event, "created", ctx, version_id=head.version_id),
         **url,
         size=head.size,
         etag=head.etag,

@@ -48,7 +48,3 @@ class HandlerRegistry:
             ):
                 return route.handler
         raise PoisonMessage(f"no handler for event {event.event_name!r}")
-
-    @property
-    def patterns(self) -> list[tuple[str, str]]:
-        return [(route.event_pattern, route.key_pattern) for route in self._routes]

@@ -1,11 +1,16 @@
-"""boto3 clients for provisioning, with botocore's errors mapped here, at the boundary.
+"""boto3 clients for provisioning, their errors mapped by the project's one botocore table.
 
-:func:`make_clients` builds the S3 and SQS clients for the settings' endpoint and region.
-:func:`aws_call` calls one operation: a "not there" answer becomes :class:`_Missing` (which the
-resource checks catch where absence is an answer), SQS's "deleted recently", throttling, 5xx and
-network failures become :class:`~s3convex.core.errors.StorageUnavailable`, everything else
-:class:`~s3convex.core.errors.StorageError` — keeping AWS's own message, which is what a person
-running ``infra up`` must read. :func:`aws_pages` maps each page of a paginated operation alike.
+:func:`make_clients` builds the S3 and SQS clients for the settings' endpoint and region;
+botocore retries each request itself ("standard" mode, :data:`MAX_ATTEMPTS` attempts).
+:func:`aws_call` calls one operation and maps what fails with
+:func:`s3convex.adapters.aws.map_aws_error` — the same table the daemon uses — keeping AWS's own
+code, status and message, which is what a person running ``infra up`` must read: a "not there"
+answer is a :class:`~s3convex.core.errors.NotFound` (which the resource checks catch where
+absence is an answer), SQS's "deleted recently", throttling, 5xx and network failures are
+:class:`~s3convex.core.errors.StorageUnavailable`, a refusal of these credentials a
+:class:`~s3convex.core.errors.StorageForbidden`, everything else a
+:class:`~s3convex.core.errors.StorageError`. :func:`aws_pages` maps each page of a paginated
+operation alike.
 """
 
 from __future__ import annotations
@@ -15,30 +20,21 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from s3convex.adapters.aws import map_aws_error
-from s3convex.core.errors import StorageError, StorageUnavailable
+from s3convex.adapters.aws import aws_errors, describe
+from s3convex.core.errors import NotFound
 from s3convex.settings import AwsSettings
 
-# "Not there" answers; every other error is mapped to the error tree.
-_MISSING_CODES = {
-    "404",
-    "NoSuchBucket",
-    "AWS.SimpleQueueService.NonExistentQueue",
-    "QueueDoesNotExist",
-    "NoSuchCORSConfiguration",
-    "ServerSideEncryptionConfigurationNotFoundError",
-}
-# SQS refuses to re-create a queue for 60 s after it was deleted: worth retrying, for `up`.
-_RETRY_LATER_CODES = {"AWS.SimpleQueueService.QueueDeletedRecently", "QueueDeletedRecently"}
+MAX_ATTEMPTS = 5  # botocore's attempts per provisioning request (the first included)
+
+# The name the resource checks knew "not there" by; it is the project's NotFound kind.
+_Missing = NotFound
 
 
 def make_clients(aws: AwsSettings) -> tuple[Any, Any]:
     """S3 and SQS clients for the settings' endpoint and region, standard credential chain."""
     options: dict[str, Any] = {
-        "retries": {"mode": "standard", "max_attempts": 5},
+        "retries": {"mode": "standard", "max_attempts": MAX_ATTEMPTS},
         "connect_timeout": 5,
         "read_timeout": 30,
     }
@@ -46,7 +42,7 @@ def make_clients(aws: AwsSettings) -> tuple[Any, Any]:
         # Custom endpoints (emulators, MinIO-likes, VPC endpoints by IP) rarely resolve
         # bucket-name subdomains; path-style addressing works everywhere.
         options["s3"] = {"addressing_style": "path"}
-    session = boto3.session.Session(region_name=aws.region)
+    session = boto3.Session(region_name=aws.region)
     config = Config(**options)
     return (
         session.client("s3", endpoint_url=aws.endpoint_url, config=config),
@@ -54,35 +50,22 @@ def make_clients(aws: AwsSettings) -> tuple[Any, Any]:
     )
 
 
-class _Missing(StorageError):
-    """The bucket or queue asked about does not exist (callers that expect this catch it)."""
-
-
 def aws_call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """Call one botocore operation, mapping its errors into the project's error tree.
-
-    AWS's answers are classified as the daemon's are (:func:`s3convex.adapters.aws.map_aws_error`); the
-    message keeps AWS's own explanation, which is what a person running ``infra up`` must read.
-    """
-    try:
+    """Call one botocore operation (a bound client method), its errors mapped by the table."""
+    client = getattr(fn, "__self__", None)
+    names = getattr(getattr(client, "meta", None), "method_to_api_mapping", {})
+    name = getattr(fn, "__name__", "")
+    with aws_errors(describe(names.get(name, name), kwargs)):
         return fn(*args, **kwargs)
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        message = f"{exc.operation_name}: {code}: {error.get('Message', '')}".rstrip(": ")
-        if code in _MISSING_CODES or error.get("QueryErrorCode") in _MISSING_CODES:
-            raise _Missing(message) from exc
-        if code in _RETRY_LATER_CODES:
-            raise StorageUnavailable(message) from exc
-        raise type(map_aws_error(exc, exc.operation_name))(message) from exc
-    except (BotoConnectionError, HTTPClientError) as exc:  # refused, reset, timed out
-        raise StorageUnavailable(f"cannot reach AWS: {exc}") from exc
-    except BotoCoreError as exc:  # no credentials, no region, invalid parameters...
-        raise StorageError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def aws_pages(client: Any, operation: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
     """The pages of a paginated operation, each fetch mapped like :func:`aws_call`."""
     pages = iter(client.get_paginator(operation).paginate(**kwargs))
-    while (page := aws_call(next, pages, None)) is not None:
+    name = client.meta.method_to_api_mapping.get(operation, operation)
+    while True:
+        with aws_errors(describe(name, kwargs)):
+            page = next(pages, None)
+        if page is None:
+            return
         yield page

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from s3convex.core.errors import StorageError
+from s3convex.core.errors import Forbidden, StorageError
 from s3convex.infra.aws import _Missing, aws_call, aws_pages
 from s3convex.infra.desired import (
     CORS_RULE_ID,
@@ -92,7 +90,7 @@ class BucketSteps:
             aws_call(self.s3.head_bucket, Bucket=self.desired.bucket)
         except _Missing:
             return False
-        except StorageError as exc:
+        except Forbidden as exc:
             raise StorageError(
                 f"bucket {self.desired.bucket} exists but is not accessible to these "
                 f"credentials (S3 bucket names are global: another account may own it): {exc}"
@@ -113,9 +111,7 @@ class BucketSteps:
         try:
             aws_call(self.s3.create_bucket, **kwargs)
         except StorageError as exc:
-            if not isinstance(exc.__cause__, ClientError):
-                raise
-            if exc.__cause__.response["Error"].get("Code") != "BucketAlreadyOwnedByYou":
+            if exc.code != "BucketAlreadyOwnedByYou":
                 raise
 
     def empty(self) -> None:

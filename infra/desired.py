@@ -166,10 +166,8 @@ class Desired:
         }
 
 
-def normalize_cors_rule(rule: dict[str, Any] | None) -> dict[str, Any] | None:
+def normalize_cors_rule(rule: dict[str, Any]) -> dict[str, Any]:
     """A CORS rule in a comparable form (lists are sets; S3 may omit empty ones)."""
-    if rule is None:
-        return None
     return {
         **{name: sorted(rule.get(name, [])) for name in (
             "AllowedOrigins", "AllowedMethods", "AllowedHeaders", "ExposeHeaders")},
@@ -177,9 +175,7 @@ def normalize_cors_rule(rule: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def normalize_encryption_rule(rule: dict[str, Any] | None) -> dict[str, Any] | None:
-    if rule is None:
-        return None
+def normalize_encryption_rule(rule: dict[str, Any]) -> dict[str, Any]:
     default = rule.get("ApplyServerSideEncryptionByDefault", {})
     return {
         "SSEAlgorithm": default.get("SSEAlgorithm"),
@@ -215,7 +211,7 @@ def queue_name_from_url(url: str) -> str:
 
 def merge_statement(policy_json: str | None, statement: dict[str, Any]) -> str:
     """The queue policy with our statement in place and every other statement kept."""
-    policy = json.loads(policy_json) if policy_json else {"Version": "2012-10-17"}
+    policy: dict[str, Any] = json.loads(policy_json) if policy_json else {"Version": "2012-10-17"}
     others = [s for s in _statements(policy) if s.get("Sid") != POLICY_SID]
     policy["Statement"] = [*others, statement]
     return json.dumps(policy, sort_keys=True)
@@ -227,18 +223,6 @@ def find_statement(policy_json: str | None) -> dict[str, Any] | None:
     return next(
         (s for s in _statements(json.loads(policy_json)) if s.get("Sid") == POLICY_SID), None
     )
-
-
-def without_statement(policy_json: str | None) -> str | None:
-    """The policy minus our statement; None if nothing else remains."""
-    if not policy_json:
-        return None
-    policy = json.loads(policy_json)
-    others = [s for s in _statements(policy) if s.get("Sid") != POLICY_SID]
-    if not others:
-        return None
-    policy["Statement"] = others
-    return json.dumps(policy, sort_keys=True)
 
 
 def _statements(policy: dict[str, Any]) -> list[dict[str, Any]]:

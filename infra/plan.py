@@ -14,7 +14,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Action = Literal["none", "create", "update", "delete"]
+Resource = Literal["bucket", "dlq", "queue", "notification", "cors", "encryption"]
+State = Literal["present", "missing", "different", "removed"]
 Fix = Callable[[], None]
+
+_STATES: dict[Action, State] = {
+    "none": "present", "create": "missing", "update": "different", "delete": "removed",
+}
 
 
 @dataclass(frozen=True)
@@ -28,16 +34,14 @@ class Difference:
 class Step:
     """One resource: what has to happen to it (``none`` when it is as desired)."""
 
-    resource: Literal["bucket", "dlq", "queue", "notification", "cors", "encryption"]
+    resource: Resource
     name: str
     action: Action
     differences: tuple[Difference, ...] = ()
 
     @property
-    def state(self) -> Literal["present", "missing", "different", "removed"]:
-        return {"none": "present", "create": "missing", "update": "different"}.get(
-            self.action, "removed"
-        )  # type: ignore[return-value]
+    def state(self) -> State:
+        return _STATES[self.action]
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ resource at a time, so every check sees what the fixes before it created and onl
 are ever written: a second ``up`` finds nothing to do. Entries of others (notification
 configurations, queue policy statements) are kept; ours are found by fixed ids (see
 :mod:`s3convex.infra.desired`). :class:`Provisioner` only orders the work: the checks and fixes are in
-:mod:`s3convex.infra.buckets`, :mod:`s3convex.infra.queues` and :mod:`s3convex.infra.notification`, the clients and the
-mapping of botocore errors into the project's error tree in :mod:`s3convex.infra.aws`, the reports in
-:mod:`s3convex.infra.plan`.
+:mod:`s3convex.infra.buckets`, :mod:`s3convex.infra.queues` and :mod:`s3convex.infra.notification`, the clients and
+:func:`~s3convex.infra.aws.aws_call` (botocore's errors through the project's one table) in
+:mod:`s3convex.infra.aws`, the reports in :mod:`s3convex.infra.plan`.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from s3convex.core.errors import StorageError
-from s3convex.infra.aws import _Missing, aws_call, make_clients
+from s3convex.core.errors import NotFound, StorageError
+from s3convex.infra.aws import aws_call, make_clients
 from s3convex.infra.buckets import BucketSteps
 from s3convex.infra.desired import NOTIFICATION_ID, Desired, InfraSettings
 from s3convex.infra.notification import NotificationSteps
-from s3convex.infra.plan import DownReport, Fix, Plan, Step, UpReport
+from s3convex.infra.plan import DownReport, Fix, Plan, Resource, Step, UpReport
 from s3convex.infra.queues import QueueSteps
 
 
@@ -74,17 +74,18 @@ class Provisioner:
         removed: list[Step] = []
         if bucket_exists and self._notification.remove():
             removed.append(Step("notification", NOTIFICATION_ID, "delete"))
-        for resource, name, url in (
+        queues: tuple[tuple[Resource, str, str | None], ...] = (
             ("queue", self.desired.queue_name, self.desired.queue_url),
             ("dlq", self.desired.dlq_name, None),
-        ):
+        )
+        for resource, name, url in queues:
             queue_url = self._queues.url(name, url)
             if queue_url is not None:
                 try:
                     aws_call(self.sqs.delete_queue, QueueUrl=queue_url)
-                except _Missing:
+                except NotFound:
                     continue  # deleted meanwhile: the goal is reached all the same
-                removed.append(Step(resource, name, "delete"))  # type: ignore[arg-type]
+                removed.append(Step(resource, name, "delete"))
         if delete_bucket and bucket_exists:
             if force:
                 self._bucket.empty()

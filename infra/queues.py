@@ -38,13 +38,17 @@ class QueueSteps:
         name, desired = self.desired.dlq_name, self.desired.dlq_attributes()
         url = self.url(name)
         if url is None:
-            return Step("dlq", name, "create"), lambda: self._create_queue(name, desired)
+            return Step("dlq", name, "create"), self._create_dlq
         current = self.attributes(url)
         differences = _attribute_differences(current, desired)
         if not differences:
             return Step("dlq", name, "none"), None
         changed = {d.field: desired[d.field] for d in differences}
-        return Step("dlq", name, "update", differences), lambda: self._set(url, changed, current)
+
+        def fix() -> None:
+            self._set(url, changed, current)
+
+        return Step("dlq", name, "update", tuple(differences)), fix
 
     def check_queue(self) -> tuple[Step, Fix | None]:
         name = self.desired.queue_name
@@ -67,7 +71,10 @@ class QueueSteps:
         if not differences:
             return Step("queue", name, "none"), None
         changed = {d.field: desired[d.field] for d in differences}
-        fix = lambda: self._set(url, changed, current)  # noqa: E731
+
+        def fix() -> None:
+            self._set(url, changed, current)
+
         return Step("queue", name, "update", tuple(differences)), fix
 
     # --- reading ---
@@ -114,6 +121,9 @@ class QueueSteps:
 
     def _create_queue(self, name: str, attributes: dict[str, str]) -> str:
         return aws_call(self.sqs.create_queue, QueueName=name, Attributes=attributes)["QueueUrl"]
+
+    def _create_dlq(self) -> None:
+        self._create_queue(self.desired.dlq_name, self.desired.dlq_attributes())
 
     def _create_main_queue(self) -> None:
         dlq_arn = self.arn(self.desired.dlq_name)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import pty
+import re
+import struct
 import subprocess
 import sys
+import termios
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +43,46 @@ async def run_cli(stack: Stack, *args: str, env: dict[str, str] | None = None,
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
         )
         return CliResult(done.returncode, done.stdout, done.stderr)
+
+    return await asyncio.to_thread(run)
+
+
+async def run_cli_on_a_terminal(stack: Stack, *args: str, env: dict[str, str] | None = None,
+                                timeout: float = 120) -> CliResult:
+    """``s3convex ARGS`` with stdout on a pseudo-terminal (200 columns), as an operator runs
+    it: the commands print tables, not JSON; stdout comes back without escape codes. stderr
+    stays a pipe."""
+    def run() -> CliResult:
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+        chunks: list[bytes] = []
+
+        def read() -> None:
+            while True:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the process closed its end
+                    return
+                if not data:
+                    return
+                chunks.append(data)
+
+        reader = threading.Thread(target=read, daemon=True)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "s3convex", *args], cwd=ROOT,
+                env={**os.environ, **stack.env, "S3CONVEX_REPLAY_WAIT": "0", "NO_COLOR": "1",
+                     "COLUMNS": "200", "TERM": "xterm", **(env or {})},
+                stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE)
+        finally:
+            os.close(slave)
+        reader.start()
+        _, stderr = process.communicate(timeout=timeout)
+        reader.join(timeout)
+        os.close(master)
+        text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)  # rich still bolds without colour
+        return CliResult(process.returncode, text, stderr.decode(errors="replace"))
 
     return await asyncio.to_thread(run)
 

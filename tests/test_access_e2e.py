@@ -7,6 +7,7 @@ and lives no longer than its kind allows.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -125,6 +126,7 @@ async def test_a_deleted_asset_is_gone_with_when(stack: Stack, access: AssetAcce
 
 
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """``s3convex url ARGS`` as a real process; stdout is a pipe, not a terminal: JSON."""
     env = {**os.environ, **stack.env, "S3CONVEX_ACTOR": "ops@test"}
     return subprocess.run([sys.executable, "-m", "s3convex", "url", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
@@ -136,21 +138,32 @@ async def test_the_cli(stack: Stack) -> None:
     denied = cli(stack, "get", video, "--as", "carol")
     assert denied.returncode == 1
     assert denied.stdout == ""
-    assert "access denied: 'carol' may not read" in denied.stderr
+    assert denied.stderr.startswith("s3convex: error: access denied: 'carol' may not read")
+    assert "Traceback" not in denied.stderr
 
-    assert cli(stack, "grant", "carol", "--key", video, "--expires-in", "1h").returncode == 0
+    granted = cli(stack, "grant", "carol", "--key", video, "--expires-in", "1h")
+    assert granted.returncode == 0, granted.stderr
+    assert json.loads(granted.stdout)["principal"] == "carol"
     allowed = cli(stack, "get", video, "--as", "carol")
     assert allowed.returncode == 0, allowed.stderr
-    url = allowed.stdout.strip()
+    issued = json.loads(allowed.stdout)  # no --json: a pipe is not a terminal
+    assert issued["source"] in ("stored", "fresh") and isinstance(issued["expiresAt"], int)
     async with httpx.AsyncClient() as client:
-        assert (await client.get(url)).content == video.encode()
+        assert (await client.get(issued["url"])).content == video.encode()
 
-    assert "revoked 1 grant(s)" in cli(stack, "revoke", "carol", "--key", video).stdout
-    audit = cli(stack, "audit", "--key", video)
-    lines = audit.stdout.splitlines()
-    assert [line.split()[1:3] for line in lines] == [
-        ["revoke", "done"], ["read", "granted"], ["grant", "done"], ["read", "denied"]]
+    revoked = cli(stack, "revoke", "carol", "--key", video)
+    assert json.loads(revoked.stdout) == {"principal": "carol", "revoked": 1}  # an int, not 1.0
+    audit = json.loads(cli(stack, "audit", "--key", video).stdout)
+    assert [(row["action"], row["outcome"]) for row in audit] == [
+        ("revoke", "done"), ("read", "granted"), ("grant", "done"), ("read", "denied")]
+    assert all(isinstance(row["at"], int) for row in audit)
 
-    refreshed = cli(stack, "refresh", "--json")
+    owned = cli(stack, "owner", session_of(stack), "dave")
+    assert json.loads(owned.stdout) == {"sessionId": session_of(stack), "ownerId": "dave"}
+
+    refreshed = cli(stack, "refresh")
     assert refreshed.returncode == 0, refreshed.stderr
-    assert '"scanned": 0' in refreshed.stdout  # stored URLs are an hour from expiry
+    assert json.loads(refreshed.stdout)["scanned"] == 0  # stored URLs are an hour from expiry
+
+    usage = cli(stack, "grant", "carol", "--session", "s", "--key", video)
+    assert usage.returncode == 2 and "exactly one of --session or --key" in usage.stderr

@@ -144,20 +144,19 @@ async def test_sigterm_under_load_exits_cleanly_and_leaves_nothing_invisible(
 async def test_heartbeat_keeps_slow_work_from_a_second_replica(
     stack: Stack, convex_faults, metric_reader
 ) -> None:
-    from tests.test_metrics import points
+    from tests.test_metrics import RECEIVED, Deltas, snapshot
 
     keys = await _upload(stack, "slow", 3)
     queued = stack.depth()["visible"]
     convex_faults(latencyMs=9000)  # 1.5x the queue's 6 s visibility timeout, per mutation
-    before = points(metric_reader)
+    before = snapshot(metric_reader)
 
     # Two replicas on one queue: without the heartbeat the second would receive the same
     # messages again once their visibility ran out mid-mutation.
     assert await asyncio.gather(stack.drain(consumer_flush_events=1),
                                 stack.drain(consumer_flush_events=1)) == [0, 0]
 
-    received = points(metric_reader).get(("s3convex.messages.received", ()), 0) - before.get(
-        ("s3convex.messages.received", ()), 0)
+    received = Deltas(before, snapshot(metric_reader))(RECEIVED)
     assert received == queued  # every message received exactly once
     convex_faults()
     await _assert_all_landed_once(stack, keys)

@@ -10,12 +10,14 @@ from pydantic import SecretStr
 
 from s3convex.adapters.convex import ConvexClient, decode_value, encode_value
 from s3convex.core.errors import (
+    ConvexForbidden,
     ConvexFunctionError,
     ConvexRequestError,
     ConvexUnavailable,
     PermanentError,
     RetryableError,
 )
+from s3convex.core.retrying import RetryBudget
 
 
 async def test_query_success_returns_value(convex: ConvexClient) -> None:
@@ -54,7 +56,8 @@ async def test_internal_function_needs_the_key(convex_server) -> None:
     async with ConvexClient(convex_server.url, SecretStr("wrong-key")) as wrong:
         with pytest.raises(ConvexRequestError) as info:
             await wrong.query("assets:getByKey", {"bucket": "b", "key": "k"})
-    assert info.value.status_code == 401
+    assert isinstance(info.value, ConvexForbidden)
+    assert (info.value.status, info.value.code) == (401, "BadAdminKey")
 
 
 @pytest.mark.parametrize("fault", ["rate503", "rate429"])
@@ -65,7 +68,7 @@ async def test_injected_overload_is_retried_then_succeeds(
     caplog.set_level(logging.WARNING, logger="s3convex.adapters.convex")
     async with ConvexClient(
         convex_server.url, SecretStr(convex_server.admin_key),
-        attempts=40, backoff_base=0.001, backoff_cap=0.005,
+        retry=RetryBudget(attempts=40, base=0.001, cap=0.005),
     ) as client:
         for _ in range(10):
             assert await client.query("assets:getByKey", {"bucket": "b", "key": "k"}) is None
@@ -76,18 +79,18 @@ async def test_injected_overload_is_retried_then_succeeds(
 async def test_overload_past_the_budget_is_retryable(convex_server, convex_faults) -> None:
     convex_faults(rate503=1.0)
     async with ConvexClient(
-        convex_server.url, SecretStr(convex_server.admin_key), attempts=3, backoff_base=0.001
+        convex_server.url, SecretStr(convex_server.admin_key), retry=RetryBudget(attempts=3, base=0.001)
     ) as client:
         with pytest.raises(ConvexUnavailable) as info:
             await client.mutation("assets:applyEvents", {"events": []})
     assert isinstance(info.value, RetryableError)
-    assert info.value.status_code == 503
+    assert info.value.status == 503
 
 
 async def test_timeout_is_honoured(convex_server, convex_faults) -> None:
     convex_faults(latencyMs=3000)
     async with ConvexClient(
-        convex_server.url, SecretStr(convex_server.admin_key), timeout=0.3, attempts=1
+        convex_server.url, SecretStr(convex_server.admin_key), timeout=0.3
     ) as client:
         started = time.monotonic()
         with pytest.raises(ConvexUnavailable, match="timed out"):
@@ -96,7 +99,8 @@ async def test_timeout_is_honoured(convex_server, convex_faults) -> None:
 
 
 async def test_unreachable_server_is_retryable() -> None:
-    async with ConvexClient("http://127.0.0.1:9", SecretStr("k"), attempts=2, backoff_base=0.001) as client:
+    async with ConvexClient("http://127.0.0.1:9", SecretStr("k"),
+                            retry=RetryBudget(attempts=2, base=0.001)) as client:
         with pytest.raises(ConvexUnavailable):
             await client.query("assets:getByKey", {"bucket": "b", "key": "k"})
 
@@ -108,7 +112,8 @@ async def test_deploy_key_never_reaches_logs_or_errors(
     caplog.set_level(logging.DEBUG)
     convex_faults(rate503=1.0)
     errors: list[str] = []
-    async with ConvexClient(convex_server.url, SecretStr(key), attempts=3, backoff_base=0.001) as client:
+    async with ConvexClient(convex_server.url, SecretStr(key),
+                            retry=RetryBudget(attempts=3, base=0.001)) as client:
         try:
             await client.query("assets:getByKey", {"bucket": "b", "key": "k"})
         except ConvexUnavailable as exc:

@@ -140,9 +140,6 @@ async def test_a_batch_convex_rejects_is_bisected_and_only_mutations_that_ran_ar
     assert all(delta(APPLIED, status=s) == 0 for s in ("stale", "duplicate"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "consumer/apply.py: an event Convex refuses on its own returns ApplyResult('error') "
-    "without adding to s3convex.events.applied{status=error}"))
 async def test_an_event_convex_refuses_is_counted_as_an_error(
         convex: ConvexClient, metric_reader: InMemoryMetricReader) -> None:
     bucket = f"metrics-{uuid.uuid4().hex[:12]}"

@@ -118,7 +118,7 @@ async def test_daemon_stops_if_its_probe_port_is_taken(stack: Stack) -> None:
 async def test_readiness_follows_its_dependencies(stack: Stack, convex_server, convex_faults) -> None:
     async with (
         open_clients(stack.settings().aws) as aws,
-        ConvexClient(convex_server.url, stack.settings().convex.deploy_key, attempts=1) as convex,
+        ConvexClient(convex_server.url, stack.settings().convex.deploy_key) as convex,
     ):
         async def sqs_answers() -> None:
             await aws.sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["QueueArn"])

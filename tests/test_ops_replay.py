@@ -49,7 +49,8 @@ async def test_list_dry_run_filtered_replay_then_daemon_applies(stack: Stack) ->
     assert len(messages) == 5
     by_key = {m["keys"][0]: m for m in messages if m["keys"]}
     for key in keys:
-        assert by_key[key]["reason"].startswith("permanent: assets:applyEvents: HTTP 401"), by_key[key]
+        assert by_key[key]["reason"].startswith("permanent: assets:applyEvents: "), by_key[key]
+        assert "(HTTP 401)" in by_key[key]["reason"], by_key[key]
         assert by_key[key]["events"] == ["ObjectCreated:Put"]
         assert by_key[key]["buckets"] == [stack.bucket]
         assert by_key[key]["receiveCount"] == 1

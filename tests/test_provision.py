@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,9 +17,10 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 from typer.testing import CliRunner
 
-from s3convex.core.errors import StorageError, StorageUnavailable
+from s3convex.consumer.ops import output
+from s3convex.consumer.ops.infra import app
+from s3convex.core.errors import StorageError, StorageForbidden, StorageUnavailable
 from s3convex.infra.aws import aws_call, make_clients
-from s3convex.infra.cli import app
 from s3convex.infra.desired import (
     CORS_RULE_ID,
     DLQ_RETENTION_SECONDS,
@@ -437,29 +441,37 @@ def test_cors_answers_browsers_from_allowed_origins_only(
     assert "access-control-allow-origin" not in refused.headers
 
 
-# --- the CLI -------------------------------------------------------------------------------
+# --- the CLI ----------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def cli(aws_resources: AwsResources, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.chdir(tmp_path)  # away from any developer .env
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, list(args))
+def infra_cli(aws_resources: AwsResources, tmp_path: Any) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``s3convex infra ARGS`` as a real process: stdout is a pipe (not a terminal), the
+    environment is the one ``aws_resources`` set, the directory has no developer .env."""
+
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "s3convex", "infra", *args], cwd=tmp_path,
+                              env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=120)
+
+    return run
 
 
-def test_cli_up_status_down_json(aws_resources: AwsResources, cli: Any) -> None:
-    assert cli("status").exit_code == 1
+def test_cli_prints_json_when_stdout_is_not_a_terminal(aws_resources: AwsResources, infra_cli: Any) -> None:
+    missing = infra_cli("status")  # no --json: a pipe is not a terminal
+    assert missing.returncode == 1 and missing.stderr == ""
+    assert {s["state"] for s in json.loads(missing.stdout)["steps"]} == {"missing"}
 
-    first, second = cli("up", "--json"), cli("up", "--json")
+    first, second = infra_cli("up"), infra_cli("up")
 
-    assert first.exit_code == 0 and json.loads(first.stdout)["changed"] is True
-    assert second.exit_code == 0 and json.loads(second.stdout)["changed"] is False
-    status = cli("status", "--json")
-    assert status.exit_code == 0 and json.loads(status.stdout)["up_to_date"] is True
+    assert first.returncode == 0 and json.loads(first.stdout)["changed"] is True
+    assert second.returncode == 0 and json.loads(second.stdout)["changed"] is False
+    status = infra_cli("status")
+    assert status.returncode == 0 and json.loads(status.stdout)["up_to_date"] is True
     sqs = aws_resources.client("sqs")
     sqs.delete_queue(QueueUrl=queue_url(aws_resources, aws_resources.dlq_name))
-    missing = cli("status", "--json")
-    assert missing.exit_code == 1
+    missing = infra_cli("status", "--json")
+    assert missing.returncode == 1
     states = {s["resource"]: s["state"] for s in json.loads(missing.stdout)["steps"]}
     assert states == {
         "bucket": "present",
@@ -467,21 +479,45 @@ def test_cli_up_status_down_json(aws_resources: AwsResources, cli: Any) -> None:
         "queue": "present",
         "notification": "present",
     }
-    assert cli("down", "--delete-bucket", "--force").exit_code == 0
-    assert json.loads(cli("down", "--json").stdout) == {"changed": False, "removed": []}
+    assert infra_cli("down", "--delete-bucket", "--force").returncode == 0
+    assert json.loads(infra_cli("down").stdout) == {"changed": False, "removed": []}
 
 
-def test_cli_tables_and_errors(
-    aws_resources: AwsResources, cli: Any, monkeypatch: pytest.MonkeyPatch
+def test_cli_errors_take_the_one_exit_path(aws_resources: AwsResources, infra_cli: Any) -> None:
+    assert infra_cli("up").returncode == 0
+    aws_resources.client("s3").put_object(Bucket=aws_resources.bucket, Key="k", Body=b"x")
+
+    refused = infra_cli("down", "--delete-bucket")  # a StorageError: exit 1, plainly, on stderr
+
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.startswith("s3convex: error: bucket ")
+    assert "is not empty; pass --force" in refused.stderr and "Traceback" not in refused.stderr
+    assert queue_url(aws_resources, aws_resources.queue_name)  # refused before removing anything
+
+    bad = infra_cli("status", env={"S3_BUCKET": "Not_A_Bucket"})
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.startswith("s3convex: configuration error: S3_BUCKET")
+    assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+
+    usage = infra_cli("down", "--force")  # --force without --delete-bucket: a usage error
+    assert usage.returncode == 2 and "--force only applies" in usage.stderr
+    assert "Traceback" not in usage.stderr
+
+
+def test_cli_tables_on_a_terminal(
+    aws_resources: AwsResources, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    up = cli("up")
-    assert up.exit_code == 0 and "create" in up.stdout and aws_resources.bucket in up.stdout
-    assert "Nothing to change" in cli("up").stdout
-    assert cli("down", "--force").exit_code == 2  # --force without --delete-bucket
+    monkeypatch.chdir(tmp_path)  # away from any developer .env
+    monkeypatch.setattr(output, "wants_json", lambda flag: flag)  # as on a terminal
+    runner = CliRunner()
 
-    monkeypatch.setenv("S3_BUCKET", "Not_A_Bucket")
-    bad = cli("status")
-    assert bad.exit_code == 2 and "S3_BUCKET" in bad.stderr
+    up = runner.invoke(app, ["up"])
+
+    assert up.exit_code == 0 and "create" in up.stdout and aws_resources.bucket in up.stdout
+    assert "Applied 4 change(s)." in up.stdout
+    assert "Nothing to change" in runner.invoke(app, ["up"]).stdout
+    assert "present" in runner.invoke(app, ["status"]).stdout
+    assert json.loads(runner.invoke(app, ["status", "--json"]).stdout)["up_to_date"] is True
 
 
 # --- pure pieces (no backend needed) -----------------------------------------------------------
@@ -524,7 +560,7 @@ def _client_error(code: str, status: int) -> ClientError:
         (_client_error("InternalError", 500), StorageUnavailable),
         (_client_error("AWS.SimpleQueueService.QueueDeletedRecently", 400), StorageUnavailable),
         (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), StorageUnavailable),
-        (_client_error("AccessDenied", 403), StorageError),
+        (_client_error("AccessDenied", 403), StorageForbidden),
         (_client_error("InvalidArgument", 400), StorageError),
         (NoCredentialsError(), StorageError),
     ],

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -17,15 +16,18 @@ import typer
 from rich.table import Table
 
 from s3convex.adapters.convex import ConvexClient
+from s3convex.adapters.convex_pages import convex_pages
+from s3convex.consumer.ops.clients import clients
 from s3convex.consumer.ops.output import (
     JsonOption,
     console,
+    emit,
     human_bytes,
     iso_ms,
     now_ms,
-    print_json,
-    wants_json,
 )
+from s3convex.core.errors import PermanentError
+from s3convex.settings import AwsSettings, ConvexSettings, load
 
 STATUSES = ("available", "deleted", "failed")
 MAX_SCAN = 50_000  # records read by one `list` at most, whatever the filters
@@ -95,27 +97,17 @@ async def list_assets(convex: ConvexClient, selection: AssetFilter, *, limit: in
     """Up to ``limit`` matching records, and whether more may exist beyond them."""
     found: list[dict[str, Any]] = []
     scanned = 0
-    async for page, done in _pages(convex, *selection.source(), page_size):
-        scanned += len(page)
-        found.extend(r for r in page if selection.matches(r))
+    path, args = selection.source()
+    async for page in convex_pages(convex, path, args, page_size=page_size):
+        scanned += len(page.items)
+        found.extend(r for r in page.items if selection.matches(r))
         if len(found) >= limit:
-            return found[:limit], len(found) > limit or not done
-        if done:
+            return found[:limit], len(found) > limit or not page.is_done
+        if page.is_done:
             return found, False
         if scanned >= max_scan:
             return found, True
     return found, False
-
-
-async def _pages(convex: ConvexClient, path: str, args: dict[str, Any],
-                 page_size: int) -> AsyncIterator[tuple[list[dict[str, Any]], bool]]:
-    cursor: str | None = None
-    while True:
-        page = await convex.query(path, {**args, "paginationOpts": {"numItems": page_size, "cursor": cursor}})
-        yield page["page"], page["isDone"]
-        if page["isDone"]:
-            return
-        cursor = page["continueCursor"]
 
 
 # --- commands --------------------------------------------------------------------------------------
@@ -124,34 +116,25 @@ app = typer.Typer(name="assets", help="Read asset records from Convex.", no_args
                   add_completion=False)
 
 
-def _convex() -> ConvexClient:
-    from s3convex.settings import load_settings
-
-    settings = load_settings()
-    return ConvexClient(settings.convex.base_url, settings.convex.deploy_key, timeout=settings.convex.timeout)
-
-
 @app.command("show")
 def show_command(
     location: Annotated[str, typer.Argument(metavar="BUCKET/KEY", help="e.g. video-assets/sessions/s1/a.mp4")],
-    history: Annotated[int, typer.Option("--history", min=1, max=1000, help="History rows to show.")] = 20,
+    history: Annotated[int, typer.Option("--history", envvar="S3CONVEX_ASSETS_HISTORY", min=1, max=1000,
+                                         help="History rows to show.")] = 20,
     json_output: JsonOption = False,
 ) -> None:
     """The record of one object (status, URL, metadata) and its history, newest first."""
     bucket, key = parse_location(location)
+    convex_settings = load(ConvexSettings)
 
     async def fetch() -> AssetView:
-        async with _convex() as convex:
-            return await show_asset(convex, bucket, key, history=history)
+        async with clients(convex=convex_settings) as opened:
+            return await show_asset(opened.convex, bucket, key, history=history)
 
     view = asyncio.run(fetch())
-    if wants_json(json_output):
-        print_json(view.to_dict())
-    else:
-        _print_view(view)
+    emit(view.to_dict(), json_output=json_output, render=_print_view)
     if view.record is None:
-        typer.echo(f"no record for {bucket}/{key} in Convex", err=True)
-        raise typer.Exit(1)
+        raise PermanentError(f"no record for {bucket}/{key} in Convex")
 
 
 @app.command("list")
@@ -160,24 +143,25 @@ def list_command(
     status: Annotated[str | None, typer.Option("--status", help="available, deleted or failed.")] = None,
     prefix: Annotated[str | None, typer.Option("--prefix", help="Only keys under this prefix.")] = None,
     bucket: Annotated[str | None, typer.Option("--bucket", help="Default: S3_BUCKET.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 50,
+    limit: Annotated[int, typer.Option("--limit", envvar="S3CONVEX_ASSETS_LIMIT", min=1, max=10_000)] = 50,
     json_output: JsonOption = False,
 ) -> None:
     """Asset records by session, status or key prefix."""
-    from s3convex.settings import load_settings
-
     if status is not None and status not in STATUSES:
         raise typer.BadParameter(f"--status must be one of {', '.join(STATUSES)}")
-    selection = AssetFilter(bucket or load_settings().aws.bucket, session, status, prefix)
+    convex_settings = load(ConvexSettings)
+    selection = AssetFilter(bucket or load(AwsSettings).bucket, session, status, prefix)
 
     async def fetch() -> tuple[list[dict[str, Any]], bool]:
-        async with _convex() as convex:
-            return await list_assets(convex, selection, limit=limit)
+        async with clients(convex=convex_settings) as opened:
+            return await list_assets(opened.convex, selection, limit=limit)
 
     records, more = asyncio.run(fetch())
-    if wants_json(json_output):
-        print_json({"items": records, "more": more})
-        return
+    emit({"items": records, "more": more}, json_output=json_output, render=_print_list)
+
+
+def _print_list(document: dict[str, Any]) -> None:
+    records, more = document["items"], document["more"]
     table = Table(show_header=True, header_style="bold")
     for column in ("Key", "Status", "Size", "Type", "Session", "Updated"):
         table.add_column(column, overflow="fold")
@@ -193,18 +177,21 @@ def _status(status: str) -> str:
     return f"[{color}]{status}[/{color}]" if color else status
 
 
-def _print_view(view: AssetView) -> None:
+def _print_view(view: dict[str, Any]) -> None:
+    """The document of :meth:`AssetView.to_dict` as two tables: the record, its history."""
     out = console()
-    record = view.record
+    record = view["record"]
+    where = f"{view['bucket']}/{view['key']}"
     if record is None:
-        out.print(f"[bold]{view.bucket}/{view.key}[/bold]: no record")
+        out.print(f"[bold]{where}[/bold]: no record")
         return
-    table = Table(title=f"{view.bucket}/{view.key}", show_header=False)
+    table = Table(title=where, show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
+    size = record.get("size")
     rows: list[tuple[str, Any]] = [
         ("status", _status(record["status"])),
-        ("size", f"{human_bytes(record.get('size'))} ({record.get('size')} B)" if record.get("size") is not None else None),
+        ("size", f"{human_bytes(size)} ({size} B)" if size is not None else None),
         ("etag", f"{record.get('etag')} ({record.get('etagKind')})" if record.get("etag") else None),
         ("content type", record.get("contentType")),
         ("version id", record.get("versionId")),
@@ -217,7 +204,7 @@ def _print_view(view: AssetView) -> None:
         ("deleted at", iso_ms(record.get("deletedAt"))),
         ("error", record.get("error") or record.get("urlError")),
     ]
-    url = view.url_state(now_ms())
+    url = view["url"]
     if url:
         rows.append(("url", url["url"]))
         rows.append(("url expires", "never" if url["expiresAt"] is None else
@@ -229,7 +216,7 @@ def _print_view(view: AssetView) -> None:
     history = Table(title="history (newest first)", show_header=True, header_style="bold")
     for column in ("Rev", "Type", "Event", "Event time", "Size", "ETag", "Source"):
         history.add_column(column, overflow="fold")
-    for row in view.history:
+    for row in view["history"]:
         history.add_row(str(row["revision"]), row["type"], row["eventName"], iso_ms(row["eventTime"]),
                         "-" if row.get("size") is None else str(row["size"]), row.get("etag") or "-",
                         row.get("source") or "-")

@@ -16,7 +16,6 @@ import logging
 import time
 from typing import Any
 
-from s3convex.adapters.aws import map_aws_error
 from s3convex.adapters.sqs_batch import delete_batch
 from s3convex.consumer.heartbeat import VisibilityHeartbeat
 from s3convex.consumer.inflight import InFlightMessage
@@ -71,7 +70,7 @@ class DlqScanner:
         self._empty_to_stop = empty_receives_to_stop
         self._held = _Held()
         self._max_held = max_held
-        self._heartbeat = VisibilityHeartbeat(sqs, queue_url, self._held, visibility_timeout)  # type: ignore[arg-type]
+        self._heartbeat = VisibilityHeartbeat(sqs, queue_url, self._held, visibility_timeout)
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._handles: dict[str, InFlightMessage] = {}  # message id → its newest handle
         self._empty = 0
@@ -105,14 +104,11 @@ class DlqScanner:
             if len(self._held) >= self._max_held:
                 self.truncated = True
                 return None
-            try:
-                response = await self._sqs.receive_message(
-                    QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=self._wait,
-                    VisibilityTimeout=self._visibility, AttributeNames=_SYSTEM_ATTRIBUTES,
-                    MessageSystemAttributeNames=_SYSTEM_ATTRIBUTES, MessageAttributeNames=["All"],
-                )
-            except Exception as exc:
-                raise map_aws_error(exc, "ReceiveMessage") from exc
+            response = await self._sqs.receive_message(
+                QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=self._wait,
+                VisibilityTimeout=self._visibility, AttributeNames=_SYSTEM_ATTRIBUTES,
+                MessageSystemAttributeNames=_SYSTEM_ATTRIBUTES, MessageAttributeNames=["All"],
+            )
             raws = response.get("Messages", [])
             self._empty = 0 if raws else self._empty + 1
             if raws:
@@ -150,7 +146,5 @@ class DlqScanner:
             handle = self._handles.get(message.message_id)
             if handle is not None:
                 self._held.drop(handle)
-        results: list[bool] = []
-        for start in range(0, len(handles), 10):
-            results += await delete_batch(self._sqs, self._url, handles[start:start + 10])
-        return results
+        return await delete_batch(self._sqs, self._url, handles,
+                                  message_ids=[m.message_id for m in messages])

@@ -27,12 +27,13 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.table import Table
 
-from s3convex.adapters.aws import AwsClients, map_aws_error
-from s3convex.adapters.convex import ConvexClient
+from s3convex.adapters.aws import AwsClients
+from s3convex.adapters.convex import ConvexClient, FunctionKind
 from s3convex.adapters.sqs_batch import queue_depth
-from s3convex.consumer.ops.output import JsonOption, console, print_json, wants_json
+from s3convex.consumer.ops.clients import clients
+from s3convex.consumer.ops.output import JsonOption, console, emit
 from s3convex.consumer.ops.reconcile import S3Object, judge, s3_pages
-from s3convex.core.errors import ConvexFunctionError, StorageError, SyncError
+from s3convex.core.errors import ConvexFunctionError, NotFound, SyncError
 from s3convex.settings import Settings
 
 Status = Literal["ok", "warn", "fail", "skipped"]
@@ -40,7 +41,7 @@ Status = Literal["ok", "warn", "fail", "skipped"]
 # What the service calls, each with harmless arguments: a query that finds nothing, a
 # mutation given no events. An absent function fails with ConvexFunctionError.
 _PROBE_BUCKET = "s3convex-health-probe"
-FUNCTION_PROBES: tuple[tuple[str, str, dict[str, Any]], ...] = (
+FUNCTION_PROBES: tuple[tuple[FunctionKind, str, dict[str, Any]], ...] = (
     ("mutation", "assets:applyEvents", {"events": []}),
     ("query", "assets:getByKey", {"bucket": _PROBE_BUCKET, "key": "probe"}),
     ("query", "assets:history", {"bucket": _PROBE_BUCKET, "key": "probe", "limit": 1}),
@@ -122,9 +123,8 @@ class HealthChecker:
     async def _check_s3(self) -> Check:
         try:
             await self._aws.s3.head_bucket(Bucket=self._s.aws.bucket)
-        except Exception as exc:
-            error = map_aws_error(exc, "HeadBucket")
-            return Check("s3", "fail", f"bucket {self._s.aws.bucket}: {error}")
+        except SyncError as exc:
+            return Check("s3", "fail", str(exc))
         return Check("s3", "ok", f"bucket {self._s.aws.bucket} reachable")
 
     async def _queue_url(self, name: str, url: str | None = None) -> str | None:
@@ -132,11 +132,8 @@ class HealthChecker:
             return url
         try:
             return (await self._aws.sqs.get_queue_url(QueueName=name))["QueueUrl"]
-        except Exception as exc:
-            error = map_aws_error(exc, f"GetQueueUrl {name}")
-            if isinstance(error, StorageError):
-                return None
-            raise error from exc
+        except NotFound:  # SQS said so; any other answer fails the check with what SQS said
+            return None
 
     async def _check_queue(self) -> Check:
         s = self._s
@@ -147,9 +144,8 @@ class HealthChecker:
         try:
             attributes = (await self._aws.sqs.get_queue_attributes(
                 QueueUrl=url, AttributeNames=["QueueArn", "RedrivePolicy"]))["Attributes"]
-        except Exception as exc:
-            error = map_aws_error(exc, "GetQueueAttributes")
-            return Check("queue", "fail", f"queue {name}: {error}")
+        except SyncError as exc:
+            return Check("queue", "fail", str(exc))
         self._queue_arn.set_result(attributes.get("QueueArn"))
         depth = await queue_depth(self._aws.sqs, url)
         try:
@@ -178,15 +174,15 @@ class HealthChecker:
         queue_arn = await self._queue_arn
         try:
             config = await self._aws.s3.get_bucket_notification_configuration(Bucket=self._s.aws.bucket)
-        except Exception as exc:
-            return Check("notification", "fail", str(map_aws_error(exc, "GetBucketNotificationConfiguration")))
+        except SyncError as exc:
+            return Check("notification", "fail", str(exc))
         ours = next((c for c in config.get("QueueConfigurations", []) if c.get("Id") == NOTIFICATION_ID), None)
         if ours is None:
             return Check("notification", "fail",
                          f"bucket has no {NOTIFICATION_ID} notification — run `s3convex infra up`")
         if queue_arn is None:
             return Check("notification", "fail", f"{NOTIFICATION_ID} targets {ours.get('QueueArn')}, "
-                                                 "but the queue is missing")
+                                                 "but the queue's ARN is unknown (see the queue check)")
         desired = Desired.from_settings(self._s.aws, self._s.sqs).notification(queue_arn)
         if normalize_notification(ours) != normalize_notification(desired):
             return Check("notification", "warn", f"{NOTIFICATION_ID} differs from what `infra up` sets",
@@ -197,7 +193,7 @@ class HealthChecker:
         missing = []
         for kind, path, args in FUNCTION_PROBES:
             try:
-                await self._convex.call(kind, path, args)  # type: ignore[arg-type]
+                await self._convex.call(kind, path, args)
             except ConvexFunctionError as exc:
                 missing.append(f"{path} ({exc.error_message[:120]})")
         if missing:
@@ -249,34 +245,33 @@ def health_command(
     json_output: JsonOption = False,
 ) -> None:
     """Check S3, both queues, the notification, Convex and a sample; exit 0 healthy, 1 not."""
-    from s3convex.adapters.aws import open_clients
     from s3convex.settings import load_settings
 
     settings = load_settings()
 
     async def run() -> HealthReport:
-        async with (
-            open_clients(settings.aws, max_pool_connections=32) as aws,
-            ConvexClient(settings.convex.base_url, settings.convex.deploy_key,
-                         timeout=min(settings.convex.timeout, timeout), attempts=2) as convex,
-        ):
-            return await HealthChecker(settings, aws, convex, sample=sample, sample_scan=sample_scan,
-                                       settle_seconds=settle, timeout=timeout).run()
+        async with clients(aws=settings.aws, convex=settings.convex, max_pool_connections=32,
+                           convex_timeout=min(settings.convex.timeout, timeout),
+                           convex_attempts=2) as opened:
+            return await HealthChecker(settings, opened.aws, opened.convex, sample=sample,
+                                       sample_scan=sample_scan, settle_seconds=settle,
+                                       timeout=timeout).run()
 
     report = asyncio.run(run())
-    if wants_json(json_output):
-        print_json(report.to_dict())
-    else:
-        style = {"ok": "green", "warn": "yellow", "fail": "red", "skipped": "dim"}
-        table = Table(show_header=True, header_style="bold")
-        for column in ("Check", "Status", "Detail", "ms"):
-            table.add_column(column, overflow="fold")
-        for c in report.checks:
-            table.add_row(c.name, f"[{style[c.status]}]{c.status}[/]", c.detail,
-                          "" if c.ms is None else f"{c.ms:.0f}")
-        console().print(table)
-        console().print("[green]healthy[/green]" if report.healthy else "[red]unhealthy[/red]")
+    emit(report.to_dict(), json_output=json_output, render=_print_report)
     raise typer.Exit(0 if report.healthy else 1)
+
+
+def _print_report(document: dict[str, Any]) -> None:
+    style = {"ok": "green", "warn": "yellow", "fail": "red", "skipped": "dim"}
+    table = Table(show_header=True, header_style="bold")
+    for column in ("Check", "Status", "Detail", "ms"):
+        table.add_column(column, overflow="fold")
+    for c in document["checks"]:
+        table.add_row(c["name"], f"[{style[c['status']]}]{c['status']}[/]", c["detail"],
+                      "" if c["ms"] is None else f"{c['ms']:.0f}")
+    console().print(table)
+    console().print("[green]healthy[/green]" if document["healthy"] else "[red]unhealthy[/red]")
 
 
 def register(root: typer.Typer) -> None:

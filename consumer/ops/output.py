@@ -1,8 +1,15 @@
-"""What every operator command shares: table-or-JSON output, progress, durations.
+"""What every command prints through: table-or-JSON output, progress, durations.
 
-Output rule: a rich table when stdout is a terminal, JSON otherwise (or always with ``--json``),
-so ``s3convex replay list | jq`` just works. Progress bars go to stderr and only when stderr is
-a terminal; cron jobs and pipes see none of them.
+Output rule, for every command: a command builds one JSON-shaped document and hands it to
+:func:`emit` with the function that renders it for people. On a terminal that function prints it
+(a rich table, a line); when stdout is not a terminal, or with ``--json``, the document is
+printed as JSON instead, so ``s3convex replay list | jq`` just works. Either way the document
+goes through :func:`plain` first: Convex's JSON gives every number as a float (``5.0``), and a
+size, a count or a revision reads as ``5`` — tables and JSON show the same whole numbers.
+
+Progress bars go to stderr and only when stderr is a terminal; cron jobs and pipes see none of
+them. Errors are not printed here: commands raise, and :func:`s3convex.consumer.cli.main` is
+the one exit path.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -38,17 +45,53 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
+# --- the output rule ---------------------------------------------------------------------------
+
 def wants_json(flag: bool) -> bool:
     return flag or not sys.stdout.isatty()
+
+
+def plain(data: Any) -> Any:
+    """``data`` with every whole-number float an ``int``, through dicts, lists and tuples.
+
+    Convex's JSON writes every number as a float (``"size": 5.0``, ``"revision": 1.0``); what
+    this project stores and counts are whole numbers, and should print as such.
+    """
+    if isinstance(data, float):
+        return int(data) if data.is_integer() else data
+    if isinstance(data, Mapping):
+        return {key: plain(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [plain(value) for value in data]
+    return data
+
+
+def emit(document: Any, *, json_output: bool, render: Callable[[Any], None]) -> None:
+    """Print a command's result: ``render(document)`` on a terminal, JSON otherwise.
+
+    ``render`` receives the document after :func:`plain`, so it shows what JSON would.
+    """
+    document = plain(document)
+    if wants_json(json_output):
+        print_json(document)
+    else:
+        render(document)
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(plain(data), indent=2, default=str, ensure_ascii=False))
+
+
+def json_line(data: Any) -> str:
+    """One JSONL line (no newline) of ``data``, with the same whole numbers as :func:`emit`."""
+    return json.dumps(plain(data), default=str, ensure_ascii=False)
 
 
 def console() -> Console:
     return Console()
 
 
-def print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
-
+# --- parsing and formatting --------------------------------------------------------------------
 
 def parse_duration(text: str) -> float:
     """``90``, ``90s``, ``15m``, ``2h``, ``7d``, ``1w`` → seconds."""
@@ -80,7 +123,7 @@ def human_age(seconds: float | None) -> str:
     return f"{max(0.0, seconds):.0f}s"
 
 
-def human_bytes(size: int | None) -> str:
+def human_bytes(size: float | None) -> str:
     if size is None:
         return "-"
     value = float(size)
@@ -105,6 +148,8 @@ def new_run_id() -> str:
     """``20261101T120000Z-1a2b3c4d``: sorts by start time, unique across operators."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
+
+# --- progress ----------------------------------------------------------------------------------
 
 class ProgressView:
     """``update(done, total=None, note=...)``; silent unless stderr is a terminal."""

@@ -23,21 +23,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from s3convex.adapters.convex import ConvexClient
+from s3convex.consumer.ops.clients import clients
 from s3convex.consumer.ops.output import (
     JsonOption,
     console,
+    emit,
+    json_line,
     now_ms,
-    print_json,
     progress,
-    wants_json,
 )
 from s3convex.consumer.ops.reconcile_merge import Drift, S3Object, effective_prefix, judge, s3_pages
 from s3convex.consumer.ops.reconciler import Reconciler, ReconcileSummary
@@ -60,7 +59,6 @@ def reconcile_command(
     json_output: JsonOption = False,
 ) -> None:
     """Compare S3 with Convex (missing, gone, changed); exit 0 consistent, 1 drift found."""
-    from s3convex.adapters.aws import open_clients
     from s3convex.adapters.urls import url_source
     from s3convex.settings import load_settings
 
@@ -69,11 +67,9 @@ def reconcile_command(
     shown: list[Drift] = []
 
     async def run() -> ReconcileSummary:
-        async with (
-            open_clients(settings.aws, max_pool_connections=head_concurrency + 8) as aws,
-            ConvexClient(settings.convex.base_url, settings.convex.deploy_key,
-                         timeout=settings.convex.timeout) as convex,
-        ):
+        async with clients(aws=settings.aws, convex=settings.convex,
+                           max_pool_connections=head_concurrency + 8) as opened:
+            aws, convex = opened.aws, opened.convex
             reconciler = Reconciler(aws.s3, convex, settings.aws.bucket, urls=url_source(settings.urls, aws),
                                     layout=settings.aws.key_layout, prefix=listing_prefix or "",
                                     suffix=settings.aws.notification_suffix,
@@ -92,42 +88,41 @@ def reconcile_command(
                     if len(shown) < show:
                         shown.append(drift)
                     if out is not None:
-                        out.write(json.dumps(drift.to_dict(), ensure_ascii=False) + "\n")
+                        out.write(json_line(drift.to_dict()) + "\n")
 
                 return await reconciler.run(
                     on_drift, lambda s: bar.update(s.objects, None,
                                                    f"records {s.records} drift {s.drift}"))
 
     summary = asyncio.run(run())
-    if wants_json(json_output):
-        print_json({**summary.to_dict(), "items": [d.to_dict() for d in shown],
-                    "itemsTruncated": summary.drift > len(shown)})
-    else:
-        _print_table(summary, shown)
+    emit({**summary.to_dict(), "items": [d.to_dict() for d in shown],
+          "itemsTruncated": summary.drift > len(shown)}, json_output=json_output, render=_print_table)
     raise typer.Exit(0 if summary.consistent else 1)
 
 
-def _print_table(summary: ReconcileSummary, drifts: list[Drift]) -> None:
+def _print_table(document: dict[str, Any]) -> None:
+    """The document of the run (:meth:`ReconcileSummary.to_dict` and its drift items)."""
     out = console()
-    if drifts:
+    if document["items"]:
         table = Table(show_header=True, header_style="bold")
         for column in ("Kind", "Key", "Detail", "Outcome"):
             table.add_column(column, overflow="fold")
-        for d in drifts:
-            table.add_row(d.kind, d.key, d.detail, " ".join(filter(None, [d.outcome, d.note])) or "-")
+        for d in document["items"]:
+            table.add_row(d["kind"], d["key"], d["detail"],
+                          " ".join(filter(None, [d["outcome"], d["note"]])) or "-")
         out.print(table)
-    line = (f"{summary.objects} objects, {summary.records} records under "
-            f"{summary.bucket}/{summary.prefix or ''}: ")
-    if summary.consistent:
+    line = (f"{document['objects']} objects, {document['records']} records under "
+            f"{document['bucket']}/{document['prefix'] or ''}: ")
+    if document["consistent"]:
         out.print(line + "[green]consistent[/green]")
     else:
-        out.print(line + f"[red]{summary.drift} drift[/red] ({summary.missing} missing, "
-                  f"{summary.gone} gone, {summary.changed} changed)"
-                  + (f"; fixed {summary.fixed}, unresolved {summary.unresolved}" if summary.fix else
-                     "; run with --fix to repair"))
-    if summary.resolved_itself:
-        out.print(f"{summary.resolved_itself} difference(s) settled during the run (objects written "
-                  "or deleted meanwhile) were not counted")
+        out.print(line + f"[red]{document['drift']} drift[/red] ({document['missing']} missing, "
+                  f"{document['gone']} gone, {document['changed']} changed)"
+                  + (f"; fixed {document['fixed']}, unresolved {document['unresolved']}"
+                     if document["fix"] else "; run with --fix to repair"))
+    if document["resolvedItself"]:
+        out.print(f"{document['resolvedItself']} difference(s) settled during the run (objects "
+                  "written or deleted meanwhile) were not counted")
 
 
 def register(root: typer.Typer) -> None:

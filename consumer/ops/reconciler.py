@@ -21,10 +21,10 @@ from s3convex.consumer.ops.reconcile_fixer import DriftFixer
 from s3convex.consumer.ops.reconcile_merge import (
     Drift,
     ascending,
-    convex_pages,
     judge,
     merge_by_key,
     prefetched,
+    record_pages,
     s3_pages,
 )
 from s3convex.core.layout import KeyLayout
@@ -98,13 +98,13 @@ class Reconciler:
         summary = self.summary
         objects = ascending(prefetched(s3_pages(self._s3, self._bucket, self._prefix, self._page_size)),
                             lambda o: o.key, "the S3 listing")
-        records = ascending(prefetched(convex_pages(self._convex, self._bucket, self._prefix,
+        records = ascending(prefetched(record_pages(self._convex, self._bucket, self._prefix,
                                                     self._convex_page_size)),
                             lambda r: r["key"], "Convex's listByBucket")
         pending: list[Drift] = []
         seen = 0
         async for obj, record in merge_by_key(objects, records):
-            key = obj.key if obj is not None else record["key"]  # type: ignore[index]
+            key = obj.key if obj is not None else record["key"] if record is not None else ""
             if not key.endswith(self._suffix):
                 continue
             summary.objects += obj is not None

@@ -25,31 +25,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
 
-from s3convex.adapters.convex import ConvexClient
-from s3convex.consumer.ops.dlq import DlqMessage, Selection
+from s3convex.consumer.ops.clients import OpsClients, clients
+from s3convex.consumer.ops.dlq import Selection
 from s3convex.consumer.ops.dlq_files import Importer, ImportReport, export_messages
 from s3convex.consumer.ops.output import (
     JsonOption,
     console,
+    emit,
     human_age,
     iso_ms,
     new_run_id,
     now_ms,
     parse_duration,
     parse_rate,
-    print_json,
     progress,
-    wants_json,
 )
 from s3convex.consumer.ops.replay_audit import LIST_RUNS, ReplayAudit, audited
 from s3convex.consumer.ops.replayer import Replayer, ReplayReport
+from s3convex.core.errors import PermanentError
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="replay",
@@ -90,37 +93,35 @@ def _selection(keys: list[str] | None, events: list[str] | None, reasons: list[s
     )
 
 
-async def _with_queues(work: Callable[[Any, str, str, Any], Awaitable[Any]], *,
-                       need_convex: bool = False) -> Any:
-    """Open AWS (and Convex) clients from the settings and hand ``work`` the queue URLs."""
-    from s3convex.adapters.aws import open_clients
-    from s3convex.adapters.queues import resolve_queues
+def _run(work: Callable[[OpsClients], Awaitable[T]], *, need_convex: bool = False) -> T:
+    """Run ``work`` with the AWS clients and the resolved queue and DLQ (and, with
+    ``need_convex``, a Convex client: only what writes the audit row needs Convex settings)."""
     from s3convex.settings import AwsSettings, ConvexSettings, SqsSettings, load
 
     aws_settings, sqs_settings = load(AwsSettings), load(SqsSettings)
     convex_settings = load(ConvexSettings) if need_convex else None
-    async with open_clients(aws_settings, max_pool_connections=32) as aws:
-        queues = await resolve_queues(aws.sqs, sqs_settings)
-        if convex_settings is None:
-            return await work(aws.sqs, queues.url, queues.dlq_url, None)
-        async with ConvexClient(convex_settings.base_url, convex_settings.deploy_key,
-                                timeout=convex_settings.timeout) as convex:
-            return await work(aws.sqs, queues.url, queues.dlq_url, convex)
+
+    async def run() -> T:
+        async with clients(aws=aws_settings, sqs=sqs_settings, convex=convex_settings,
+                           max_pool_connections=32) as opened:
+            return await work(opened)
+
+    return asyncio.run(run())
 
 
-def _messages_table(messages: list[DlqMessage], title: str) -> Table:
-    now = now_ms()
+def _messages_table(messages: list[dict[str, Any]], title: str) -> Table:
+    """DLQ messages as :meth:`DlqMessage.summary` documents them."""
     table = Table(title=title, show_header=True, header_style="bold")
     for column in ("Age", "Recv", "Bucket/key", "Event", "Reason", "Message id"):
         table.add_column(column, overflow="fold")
     for m in messages:
-        keys = m.keys[0] if m.keys else "-"
-        if len(m.keys) > 1:
-            keys += f" (+{len(m.keys) - 1})"
-        where = f"{m.buckets[0]}/{keys}" if m.buckets else keys
-        reason = m.reason or ("(moved by SQS redrive)" if m.source_arn else "-")
-        table.add_row(human_age(m.age_seconds(now)), str(m.failed_receive_count or m.dlq_receive_count),
-                      where, ", ".join(m.events) or "-", reason, m.message_id)
+        keys = m["keys"][0] if m["keys"] else "-"
+        if len(m["keys"]) > 1:
+            keys += f" (+{len(m['keys']) - 1})"
+        where = f"{m['buckets'][0]}/{keys}" if m["buckets"] else keys
+        reason = m["reason"] or ("(moved by SQS redrive)" if m["sourceArn"] else "-")
+        table.add_row(human_age(m["ageSeconds"]), str(m["receiveCount"] or m["dlqReceiveCount"]),
+                      where, ", ".join(m["events"]) or "-", reason, m["messageId"])
     return table
 
 
@@ -128,27 +129,29 @@ def _messages_table(messages: list[DlqMessage], title: str) -> Table:
 def list_command(
     key: KeyOption = None, event: EventOption = None, reason: ReasonOption = None,
     id_: IdOption = None, older_than: OlderOption = None, newer_than: NewerOption = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most this many.")] = 200,
+    limit: Annotated[int, typer.Option("--limit", envvar="S3CONVEX_REPLAY_LIST_LIMIT", min=1,
+                                       help="Show at most this many.")] = 200,
     visibility: VisibilityOption = 60, wait: WaitOption = 1, json_output: JsonOption = False,
 ) -> None:
     """DLQ messages: age, receive count, bucket/key, event, failure reason, message id."""
     selection = _selection(key, event, reason, id_, older_than, newer_than)
 
-    async def work(sqs: Any, queue_url: str, dlq_url: str, _: Any) -> ReplayReport:
-        replayer = Replayer(sqs, dlq_url, queue_url, selection=selection, dry_run=True,
-                            concurrency=1, visibility_timeout=visibility, wait_seconds=wait,
-                            keep_matching=limit)
+    async def work(opened: OpsClients) -> ReplayReport:
+        replayer = Replayer(opened.aws.sqs, opened.queues.dlq_url, opened.queues.url,
+                            selection=selection, dry_run=True, concurrency=1,
+                            visibility_timeout=visibility, wait_seconds=wait, keep_matching=limit)
         return await replayer.run()
 
-    report = asyncio.run(_with_queues(work))
-    if wants_json(json_output):
-        data = report.to_dict()
-        print_json({"dlq": report.source, "examined": report.examined, "matching": report.selected,
-                    "shown": len(report.matching), "messages": data["messages"]})
-        return
-    console().print(_messages_table(report.matching, f"{report.source}"))
-    console().print(f"{report.selected} of {report.examined} messages match"
-                    + (f"; showing {len(report.matching)}" if len(report.matching) < report.selected else ""))
+    report = _run(work)
+    emit({"dlq": report.source, "examined": report.examined, "matching": report.selected,
+          "shown": len(report.matching), "messages": report.to_dict()["messages"]},
+         json_output=json_output, render=_print_list)
+
+
+def _print_list(document: dict[str, Any]) -> None:
+    console().print(_messages_table(document["messages"], document["dlq"]))
+    console().print(f"{document['matching']} of {document['examined']} messages match"
+                    + (f"; showing {document['shown']}" if document["shown"] < document["matching"] else ""))
 
 
 @app.command("show")
@@ -159,30 +162,30 @@ def show_command(
     """One DLQ message in full: body, attributes, decoded keys and events."""
     selection = Selection(message_ids=(message_id,))
 
-    async def work(sqs: Any, queue_url: str, dlq_url: str, _: Any) -> ReplayReport:
-        return await Replayer(sqs, dlq_url, queue_url, selection=selection, dry_run=True, limit=1,
-                              concurrency=1, visibility_timeout=visibility, wait_seconds=wait).run()
+    async def work(opened: OpsClients) -> ReplayReport:
+        return await Replayer(opened.aws.sqs, opened.queues.dlq_url, opened.queues.url,
+                              selection=selection, dry_run=True, limit=1, concurrency=1,
+                              visibility_timeout=visibility, wait_seconds=wait).run()
 
-    report = asyncio.run(_with_queues(work))
+    report = _run(work)
     if not report.matching:
-        typer.echo(f"no message {message_id} in {report.source}", err=True)
-        raise typer.Exit(1)
-    message = report.matching[0]
-    data = message.to_export(now_ms())
-    if wants_json(json_output):
-        print_json(data)
-        return
+        raise PermanentError(f"no message {message_id} in {report.source}")
+    emit(report.matching[0].to_export(now_ms()), json_output=json_output, render=_print_message)
+
+
+def _print_message(document: dict[str, Any]) -> None:
+    """One message as :meth:`DlqMessage.to_export` documents it: fields, attributes, body."""
     out = console()
-    for name, value in data.items():
+    for name, value in document.items():
         if name not in ("body", "messageAttributes"):
             out.print(f"[bold]{name}[/bold]: {value}")
     out.print("[bold]messageAttributes[/bold]:")
-    out.print_json(json.dumps(data["messageAttributes"]))
+    out.print_json(json.dumps(document["messageAttributes"]))
     out.print("[bold]body[/bold]:")
     try:
-        out.print_json(message.body)
-    except Exception:
-        out.print(message.body, markup=False)
+        out.print_json(document["body"])
+    except Exception:  # not JSON: shown as it is
+        out.print(document["body"], markup=False)
 
 
 @app.command("replay")
@@ -202,35 +205,42 @@ def replay_command(
     selection = _selection(key, event, reason, id_, older_than, newer_than)
     per_second = parse_rate(rate) if rate else None
 
-    async def work(sqs: Any, queue_url: str, dlq_url: str, convex: Any) -> ReplayReport:
+    async def work(opened: OpsClients) -> ReplayReport:
         with progress("dry run" if dry_run else "replaying") as bar:
             replayer = Replayer(
-                sqs, dlq_url, queue_url, selection=selection, dry_run=dry_run, limit=limit,
-                rate=per_second, concurrency=concurrency, visibility_timeout=visibility,
-                wait_seconds=wait, keep_matching=None if dry_run else 0,
+                opened.aws.sqs, opened.queues.dlq_url, opened.queues.url, selection=selection,
+                dry_run=dry_run, limit=limit, rate=per_second, concurrency=concurrency,
+                visibility_timeout=visibility, wait_seconds=wait,
+                keep_matching=None if dry_run else 0,
                 on_progress=lambda r: bar.update(r.examined, r.total_estimate,
                                                  f"selected {r.selected} moved {r.moved}"))
             if dry_run:
                 return await replayer.run()
-            await audited(ReplayAudit(convex, operator=operator), replayer.report, replayer.run)
+            await audited(ReplayAudit(opened.convex, operator=operator), replayer.report, replayer.run)
             return replayer.report
 
-    report = asyncio.run(_with_queues(work, need_convex=not dry_run))
-    if wants_json(json_output):
-        print_json(report.to_dict())
-    else:
-        out = console()
-        if dry_run:
-            out.print(_messages_table(report.matching, f"would move {report.selected} → {report.target}"))
-        verb = "would move" if dry_run else "moved"
-        moved = report.selected if dry_run else report.moved
-        out.print(f"{verb} {moved} of {report.examined} examined"
-                  + (f"; {report.send_failed} send(s) refused" if report.send_failed else "")
-                  + (f"; {report.delete_failed} DLQ copies not deleted (may repeat)" if report.delete_failed else "")
-                  + (f"; {report.newer} arrived during the run (left)" if report.newer else "")
-                  + ("" if dry_run else f"; audit run {report.run_id}"))
+    report = _run(work, need_convex=not dry_run)
+    emit(report.to_dict(), json_output=json_output, render=_print_replay)
     if report.send_failed:
-        raise typer.Exit(1)
+        raise PermanentError(f"SQS refused {report.send_failed} of the messages sent to "
+                             f"{report.target}; they are still in the DLQ")
+
+
+def _print_replay(document: dict[str, Any]) -> None:
+    """A run as :meth:`ReplayReport.to_dict` documents it."""
+    out = console()
+    dry = document["dryRun"]
+    if dry:
+        out.print(_messages_table(document["messages"],
+                                  f"would move {document['selected']} → {document['target']}"))
+    out.print(("would move" if dry else "moved")
+              + f" {document['selected'] if dry else document['moved']} of {document['examined']} examined"
+              + (f"; {document['sendFailed']} send(s) refused" if document["sendFailed"] else "")
+              + (f"; {document['deleteFailed']} DLQ copies not deleted (may repeat)"
+                 if document["deleteFailed"] else "")
+              + (f"; {document['arrivedDuringRun']} arrived during the run (left)"
+                 if document["arrivedDuringRun"] else "")
+              + ("" if dry else f"; audit run {document['runId']}"))
 
 
 @app.command("export")
@@ -239,29 +249,39 @@ def export_command(
     key: KeyOption = None, event: EventOption = None, reason: ReasonOption = None,
     id_: IdOption = None, older_than: OlderOption = None, newer_than: NewerOption = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1)] = None,
-    visibility: VisibilityOption = 60, wait: WaitOption = 1,
+    visibility: VisibilityOption = 60, wait: WaitOption = 1, json_output: JsonOption = False,
 ) -> None:
-    """Write DLQ messages to JSONL (one per line) to read or edit; the DLQ keeps them."""
+    """Write DLQ messages to JSONL (one per line) to read or edit; the DLQ keeps them.
+
+    With FILE '-' the lines are stdout and the summary goes to stderr.
+    """
     selection = _selection(key, event, reason, id_, older_than, newer_than)
+    to_stdout = str(file) == "-"
 
-    async def work(sqs: Any, _queue_url: str, dlq_url: str, _: Any) -> ReplayReport:
-        if str(file) == "-":
-            import sys
-
+    async def work(opened: OpsClients) -> ReplayReport:
+        sqs, dlq_url = opened.aws.sqs, opened.queues.dlq_url
+        if to_stdout:
             return await export_messages(sqs, dlq_url, sys.stdout, selection=selection, limit=limit,
                                          visibility_timeout=visibility, wait_seconds=wait)
         with file.open("w", encoding="utf-8") as out:
             return await export_messages(sqs, dlq_url, out, selection=selection, limit=limit,
                                          visibility_timeout=visibility, wait_seconds=wait)
 
-    report = asyncio.run(_with_queues(work))
-    typer.echo(f"exported {report.selected} of {report.examined} messages to {file}", err=True)
+    report = _run(work)
+    document = {"file": str(file), "dlq": report.source, "exported": report.selected,
+                "examined": report.examined, "arrivedDuringRun": report.newer}
+    if to_stdout:  # stdout holds the lines themselves
+        typer.echo(f"exported {report.selected} of {report.examined} messages to stdout", err=True)
+    else:
+        emit(document, json_output=json_output, render=lambda d: console().print(
+            f"exported {d['exported']} of {d['examined']} messages to {d['file']}"))
 
 
 @app.command("import")
 def import_command(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL from `export`.")],
-    to: Annotated[str, typer.Option("--to", help="'dlq' (then `replay`) or 'queue' (replay now).")] = "dlq",
+    to: Annotated[str, typer.Option("--to", envvar="S3CONVEX_IMPORT_TO",
+                                    help="'dlq' (then `replay`) or 'queue' (replay now).")] = "dlq",
     keep_originals: Annotated[bool, typer.Option(
         "--keep-originals", help="Do not delete the DLQ messages the lines came from.")] = False,
     rate: RateOption = None,
@@ -273,10 +293,12 @@ def import_command(
         raise typer.BadParameter("--to must be 'dlq' or 'queue'")
     per_second = parse_rate(rate) if rate else None
 
-    async def work(sqs: Any, queue_url: str, dlq_url: str, convex: Any) -> ImportReport:
-        target = dlq_url if to == "dlq" else queue_url
-        importer = Importer(sqs, dlq_url, target, as_replay=to == "queue", replace=not keep_originals,
-                            rate=per_second, visibility_timeout=visibility, wait_seconds=wait)
+    async def work(opened: OpsClients) -> ImportReport:
+        queues = opened.queues
+        target = queues.dlq_url if to == "dlq" else queues.url
+        importer = Importer(opened.aws.sqs, queues.dlq_url, target, as_replay=to == "queue",
+                            replace=not keep_originals, rate=per_second,
+                            visibility_timeout=visibility, wait_seconds=wait)
         if to == "dlq":
             return await importer.run(file)
         replay = ReplayReport(run_id=new_run_id(), dry_run=False, source=str(file), target=target,
@@ -286,43 +308,45 @@ def import_command(
         async def run() -> None:
             result.append(await importer.run(file, replay))
 
-        await audited(ReplayAudit(convex, operator=operator), replay, run, kind="import",
+        await audited(ReplayAudit(opened.convex, operator=operator), replay, run, kind="import",
                       extra_filters={"file": str(file)})
         return result[0]
 
-    report = asyncio.run(_with_queues(work, need_convex=to == "queue"))
-    if wants_json(json_output):
-        print_json(report.to_dict())
-    else:
-        console().print(
-            f"sent {report.sent} of {report.lines} lines to {report.target}"
-            + (f"; replaced {report.replaced} DLQ originals" if report.replaced else "")
-            + (f"; {report.originals_not_found} originals no longer in the DLQ"
-               if report.originals_not_found else "")
-            + (f"; {report.send_failed} refused" if report.send_failed else ""))
+    report = _run(work, need_convex=to == "queue")
+    emit(report.to_dict(), json_output=json_output, render=_print_import)
     if report.send_failed:
-        raise typer.Exit(1)
+        raise PermanentError(f"SQS refused {report.send_failed} of the {report.lines} lines "
+                             f"sent to {report.target}")
+
+
+def _print_import(document: dict[str, Any]) -> None:
+    console().print(
+        f"sent {document['sent']} of {document['lines']} lines to {document['target']}"
+        + (f"; replaced {document['replaced']} DLQ originals" if document["replaced"] else "")
+        + (f"; {document['originalsNotFound']} originals no longer in the DLQ"
+           if document["originalsNotFound"] else "")
+        + (f"; {document['sendFailed']} refused" if document["sendFailed"] else ""))
 
 
 @app.command("runs")
 def runs_command(
-    limit: Annotated[int, typer.Option("--limit", min=1, max=100)] = 20,
+    limit: Annotated[int, typer.Option("--limit", envvar="S3CONVEX_REPLAY_RUNS_LIMIT",
+                                       min=1, max=100)] = 20,
     json_output: JsonOption = False,
 ) -> None:
     """The latest replay runs recorded in Convex (the audit trail)."""
-    from s3convex.settings import load_settings
+    from s3convex.settings import ConvexSettings, load
 
-    settings = load_settings()
+    convex_settings = load(ConvexSettings)
 
     async def fetch() -> list[dict[str, Any]]:
-        async with ConvexClient(settings.convex.base_url, settings.convex.deploy_key,
-                                timeout=settings.convex.timeout) as convex:
-            return await convex.query(LIST_RUNS, {"limit": limit})
+        async with clients(convex=convex_settings) as opened:
+            return await opened.convex.query(LIST_RUNS, {"limit": limit})
 
-    runs = asyncio.run(fetch())
-    if wants_json(json_output):
-        print_json(runs)
-        return
+    emit(asyncio.run(fetch()), json_output=json_output, render=_print_runs)
+
+
+def _print_runs(runs: list[dict[str, Any]]) -> None:
     table = Table(show_header=True, header_style="bold")
     for column in ("Started", "Run", "Kind", "Status", "Operator", "Moved", "Selected", "Filters"):
         table.add_column(column, overflow="fold")

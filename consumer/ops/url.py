@@ -1,6 +1,6 @@
 """``s3convex url``: hand out an asset URL as AssetAccess does, manage who may read, refresh.
 
-    s3convex url get KEY --as PRINCIPAL        the URL on stdout, or exit 1 with why not
+    s3convex url get KEY --as PRINCIPAL        the URL, or exit 1 with why not
     s3convex url grant PRINCIPAL --session S   (or --key K) read access, optionally --expires-in
     s3convex url revoke PRINCIPAL --session S  (or --key K)
     s3convex url owner SESSION PRINCIPAL       make PRINCIPAL the session's owner
@@ -8,25 +8,26 @@
     s3convex url refresh                       one sweep of the URL refresher
 
 Every decision and change is audited in Convex (``accessAudit``) with ``--actor`` (default
-``$S3CONVEX_ACTOR``, else ``user@host``) as who did it.
+``$S3CONVEX_ACTOR``, else ``user@host``) as who did it. Output as every command's: on a terminal
+``get`` prints the bare URL (its source and expiry on stderr), elsewhere JSON (``| jq -r .url``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import getpass
-import json
-import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.table import Table
 
 from s3convex.adapters.convex import ConvexClient
-from s3convex.settings import Settings, load_settings
+from s3convex.consumer.ops.clients import OpsClients, clients
+from s3convex.consumer.ops.output import JsonOption, console, emit, iso_ms, parse_duration
+from s3convex.settings import AwsSettings, ConvexSettings, Settings, load, load_settings
 
 T = TypeVar("T")
 
@@ -37,9 +38,6 @@ app = typer.Typer(
     add_completion=False,
 )
 
-JsonOption = Annotated[
-    bool, typer.Option("--json", envvar="S3CONVEX_JSON", help="Print JSON on stdout.")
-]
 ActorOption = Annotated[
     str | None,
     typer.Option("--actor", envvar="S3CONVEX_ACTOR", help="Who is doing this (for the audit)."),
@@ -49,10 +47,9 @@ SessionOption = Annotated[
 ]
 KeyOption = Annotated[str | None, typer.Option("--key", help="One asset (its key).")]
 BucketOption = Annotated[
-    str | None, typer.Option("--bucket", help="The asset's bucket (default: S3_BUCKET).")
+    str | None, typer.Option("--bucket", envvar="S3CONVEX_URL_BUCKET",
+                             help="The asset's bucket (default: S3_BUCKET).")
 ]
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
-_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @app.command()
@@ -64,22 +61,23 @@ def get(
     bucket: BucketOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Print a URL PRINCIPAL may use for KEY (exit 1, no URL, when denied or gone)."""
+    """A URL PRINCIPAL may use for KEY (exit 1, no URL, when denied or gone)."""
     from s3convex.access import AssetAccess
-    from s3convex.adapters.aws import open_clients
 
-    async def issue(settings: Settings, convex: ConvexClient) -> Any:
-        async with open_clients(settings.aws, max_pool_connections=4) as aws:
-            access = AssetAccess.from_settings(settings, convex, aws.s3)
-            return await access.get_url(principal, bucket or settings.aws.bucket, key)
+    settings = load_settings()
 
-    issued = _run(issue)
-    if json_output:
-        _print_json(issued.to_dict())
-        return
-    typer.echo(issued.url)
-    expiry = "never" if issued.expires_at_ms is None else _iso(issued.expires_at_ms)
-    typer.echo(f"{issued.source} URL, expires {expiry}, audit {issued.audit_id}", err=True)
+    async def issue(opened: OpsClients) -> dict[str, Any]:
+        access = AssetAccess.from_settings(settings, opened.convex, opened.aws.s3)
+        return (await access.get_url(principal, bucket or settings.aws.bucket, key)).to_dict()
+
+    issued = _run_with_aws(settings, issue, max_pool_connections=4)
+    emit(issued, json_output=json_output, render=_print_issued)
+
+
+def _print_issued(issued: dict[str, Any]) -> None:
+    typer.echo(issued["url"])
+    expiry = "never" if issued["expiresAt"] is None else iso_ms(issued["expiresAt"])
+    typer.echo(f"{issued['source']} URL, expires {expiry}, audit {issued['auditId']}", err=True)
 
 
 @app.command()
@@ -89,27 +87,25 @@ def grant(
     key: KeyOption = None,
     bucket: BucketOption = None,
     expires_in: Annotated[
-        str | None, typer.Option("--expires-in", help="End the grant after 90s, 15m, 2h, 7d…")
+        str | None, typer.Option("--expires-in", envvar="S3CONVEX_GRANT_EXPIRES_IN",
+                                 help="End the grant after 90s, 15m, 2h, 7d…")
     ] = None,
     actor: ActorOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Let PRINCIPAL read a whole session (--session) or one asset (--key)."""
-    seconds = _duration(expires_in) if expires_in else None
+    seconds = _positive_duration(expires_in) if expires_in else None
+    args: dict[str, Any] = {"principal": principal, "actor": _actor(actor),
+                            "scope": _scope(session, key, bucket)}
+    if seconds is not None:
+        args["expiresAt"] = int((time.time() + seconds) * 1000)
+    granted = _run_convex(lambda convex: convex.mutation("access:grant", args))
 
-    async def call(settings: Settings, convex: ConvexClient) -> Any:
-        args: dict[str, Any] = {"principal": principal, "actor": _actor(actor),
-                                "scope": _scope(settings, session, key, bucket)}
-        if seconds is not None:
-            args["expiresAt"] = int((time.time() + seconds) * 1000)
-        return await convex.mutation("access:grant", args)
+    def render(doc: dict[str, Any]) -> None:
+        until = f" until {iso_ms(doc['expiresAt'])}" if doc.get("expiresAt") else ""
+        typer.echo(f"granted {doc['_id']} to {principal}{until}")
 
-    granted = _run(call)
-    if json_output:
-        _print_json(granted)
-    else:
-        until = f" until {_iso(granted['expiresAt'])}" if granted.get("expiresAt") else ""
-        typer.echo(f"granted {granted['_id']} to {principal}{until}")
+    emit(granted, json_output=json_output, render=render)
 
 
 @app.command()
@@ -119,15 +115,13 @@ def revoke(
     key: KeyOption = None,
     bucket: BucketOption = None,
     actor: ActorOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """End PRINCIPAL's grants on a session (--session) or an asset (--key)."""
-
-    async def call(settings: Settings, convex: ConvexClient) -> Any:
-        return await convex.mutation("access:revoke", {
-            "principal": principal, "actor": _actor(actor),
-            "scope": _scope(settings, session, key, bucket)})
-
-    typer.echo(f"revoked {int(_run(call))} grant(s)")  # Convex numbers arrive as floats
+    args = {"principal": principal, "actor": _actor(actor), "scope": _scope(session, key, bucket)}
+    revoked = _run_convex(lambda convex: convex.mutation("access:revoke", args))
+    emit({"principal": principal, "revoked": revoked}, json_output=json_output,
+         render=lambda doc: typer.echo(f"revoked {doc['revoked']} grant(s)"))
 
 
 @app.command()
@@ -135,15 +129,13 @@ def owner(
     session: Annotated[str, typer.Argument(help="The session id.")],
     principal: Annotated[str, typer.Argument(help="Its new owner.")],
     actor: ActorOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Make PRINCIPAL the owner of SESSION (who may read all of its assets)."""
-
-    async def call(settings: Settings, convex: ConvexClient) -> Any:
-        return await convex.mutation("access:setOwner", {
-            "sessionId": session, "ownerId": principal, "actor": _actor(actor)})
-
-    _run(call)
-    typer.echo(f"{principal} owns session {session}")
+    args = {"sessionId": session, "ownerId": principal, "actor": _actor(actor)}
+    _run_convex(lambda convex: convex.mutation("access:setOwner", args))
+    emit({"sessionId": session, "ownerId": principal}, json_output=json_output,
+         render=lambda doc: typer.echo(f"{doc['ownerId']} owns session {doc['sessionId']}"))
 
 
 @app.command()
@@ -151,93 +143,98 @@ def audit(
     principal: Annotated[str | None, typer.Option("--principal", help="Only this principal.")] = None,
     key: Annotated[str | None, typer.Option("--key", help="Only this asset.")] = None,
     bucket: BucketOption = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+    limit: Annotated[int, typer.Option("--limit", envvar="S3CONVEX_AUDIT_LIMIT", min=1, max=1000)] = 50,
     json_output: JsonOption = False,
 ) -> None:
     """Access decisions and changes, newest first."""
     if principal and key:
         raise typer.BadParameter("give --principal or --key, not both")
+    args: dict[str, Any] = {"paginationOpts": {"cursor": None, "numItems": limit}}
+    if principal:
+        args["principal"] = principal
+    if key:
+        args.update(bucket=bucket or load(AwsSettings).bucket, key=key)
 
-    async def call(settings: Settings, convex: ConvexClient) -> Any:
-        args: dict[str, Any] = {"paginationOpts": {"cursor": None, "numItems": limit}}
-        if principal:
-            args["principal"] = principal
-        if key:
-            args.update(bucket=bucket or settings.aws.bucket, key=key)
-        return (await convex.query("access:auditLog", args))["page"]
+    async def newest(convex: ConvexClient) -> list[dict[str, Any]]:
+        return (await convex.query("access:auditLog", args))["page"]  # one page: the newest
 
-    rows = _run(call)
-    if json_output:
-        _print_json(rows)
-        return
+    emit(_run_convex(newest), json_output=json_output, render=_print_audit)
+
+
+def _print_audit(rows: list[dict[str, Any]]) -> None:
+    table = Table(show_header=True, header_style="bold")
+    for column in ("At", "Action", "Outcome", "Principal", "What", "Reason"):
+        table.add_column(column, overflow="fold")
     for row in rows:
         what = row.get("key") or (f"session {row['sessionId']}" if row.get("sessionId") else "")
-        extra = f" ({row['reason']})" if row.get("reason") else ""
-        typer.echo(f"{_iso(row['at'])}  {row['action']:<8} {row['outcome']:<11} "
-                   f"{row['principal']}  {what}{extra}")
+        table.add_row(iso_ms(row["at"]), row["action"], row["outcome"], row["principal"], what,
+                      row.get("reason") or "")
+    console().print(table)
 
 
 @app.command()
 def refresh(json_output: JsonOption = False) -> None:
     """Re-sign every stored URL expiring within URL_REFRESH_MARGIN, once."""
-    from s3convex.adapters.aws import open_clients
     from s3convex.adapters.urls import url_source
     from s3convex.consumer.url_refresh import UrlRefresher
 
-    async def sweep(settings: Settings, convex: ConvexClient) -> Any:
-        async with open_clients(settings.aws, max_pool_connections=8) as aws:
-            refresher = UrlRefresher(convex, url_source(settings.urls, aws), [settings.aws.bucket],
-                                     margin_s=settings.urls.effective_refresh_margin,
-                                     interval_s=settings.urls.refresh_interval)
-            return await refresher.refresh_once()
+    settings = load_settings()
 
-    report = _run(sweep)
-    if json_output:
-        _print_json(report.to_dict())
-    else:
-        typer.echo(", ".join(f"{name} {count}" for name, count in report.to_dict().items()))
+    async def sweep(opened: OpsClients) -> dict[str, Any]:
+        refresher = UrlRefresher(opened.convex, url_source(settings.urls, opened.aws),
+                                 [settings.aws.bucket],
+                                 margin_s=settings.urls.effective_refresh_margin,
+                                 interval_s=settings.urls.refresh_interval)
+        return (await refresher.refresh_once()).to_dict()
+
+    report = _run_with_aws(settings, sweep, max_pool_connections=8)
+    emit(report, json_output=json_output, render=lambda doc: typer.echo(
+        ", ".join(f"{name} {count}" for name, count in doc.items())))
 
 
 # --- plumbing ------------------------------------------------------------------------------
 
 
-def _run(work: Callable[[Settings, ConvexClient], Awaitable[T]]) -> T:
-    settings = load_settings()
+def _run_convex(work: Callable[[ConvexClient], Awaitable[T]]) -> T:
+    """Run ``work`` with a Convex client: what only changes or reads access needs."""
+    convex_settings = load(ConvexSettings)
 
     async def main() -> T:
-        async with ConvexClient(settings.convex.base_url, settings.convex.deploy_key,
-                                timeout=settings.convex.timeout) as convex:
-            return await work(settings, convex)
+        async with clients(convex=convex_settings) as opened:
+            return await work(opened.convex)
 
     return asyncio.run(main())
 
 
-def _scope(settings: Settings, session: str | None, key: str | None,
-           bucket: str | None) -> dict[str, str]:
-    if (session is None) == (key is None):
-        raise typer.BadParameter("give exactly one of --session or --key")
-    if session is not None:
+def _run_with_aws(settings: Settings, work: Callable[[OpsClients], Awaitable[T]], *,
+                  max_pool_connections: int) -> T:
+    """Run ``work`` with Convex and the AWS clients (what signs URLs)."""
+
+    async def main() -> T:
+        async with clients(aws=settings.aws, convex=settings.convex,
+                           max_pool_connections=max_pool_connections) as opened:
+            return await work(opened)
+
+    return asyncio.run(main())
+
+
+def _scope(session: str | None, key: str | None, bucket: str | None) -> dict[str, str]:
+    if session is not None and key is None:
         return {"sessionId": session}
-    return {"bucket": bucket or settings.aws.bucket, "key": key}  # type: ignore[dict-item]
+    if key is not None and session is None:
+        return {"bucket": bucket or load(AwsSettings).bucket, "key": key}
+    raise typer.BadParameter("give exactly one of --session or --key")
 
 
 def _actor(actor: str | None) -> str:
     return actor or f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def _duration(text: str) -> int:
-    match = _DURATION.match(text)
-    if not match or int(match.group(1)) == 0:
+def _positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
         raise typer.BadParameter(f"{text!r} is not a duration like 90s, 15m, 2h or 7d")
-    return int(match.group(1)) * _UNIT[match.group(2)]
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    return seconds
 
 
 def register(root: typer.Typer) -> None:

@@ -29,10 +29,26 @@ export function checkPrincipal(principal: string, field = "principal") {
 
 // --- deciding ---------------------------------------------------------------
 
-type Permission =
+export type Permission =
   | { allowed: true; via: "owner" }
-  | { allowed: true; via: "grant"; grantId: Id<"grants"> }
+  | {
+      allowed: true;
+      via: "grant";
+      grantId: Id<"grants">;
+      // The grant's end, when it has one: a URL handed out through it must
+      // not outlive it (convex/model/urlPolicy.ts).
+      expiresAt?: number;
+    }
   | { allowed: false; reason: string };
+
+function viaGrant(grant: Doc<"grants">): Permission {
+  return {
+    allowed: true,
+    via: "grant",
+    grantId: grant._id,
+    expiresAt: grant.expiresAt,
+  };
+}
 
 function active(grant: Doc<"grants">, now: number): boolean {
   return (
@@ -74,6 +90,30 @@ export async function activeGrant(
   return null;
 }
 
+/**
+ * Whether the principal may read the whole session: its owner, or an active
+ * session grant. Two index ranges; returns the session read on the way.
+ */
+export async function sessionPermission(
+  ctx: QueryCtx,
+  principal: string,
+  sessionId: string,
+  now: number,
+): Promise<{ session: Doc<"videoSessions"> | null; permission: Permission }> {
+  const session = await sessionBy(ctx, sessionId);
+  if (session?.ownerId === principal)
+    return { session, permission: { allowed: true, via: "owner" } };
+  const grant = await activeGrant(ctx, principal, { sessionId }, now);
+  if (grant !== null) return { session, permission: viaGrant(grant) };
+  return {
+    session,
+    permission: {
+      allowed: false,
+      reason: `not the owner of session ${sessionId} and no grant`,
+    },
+  };
+}
+
 export async function permission(
   ctx: QueryCtx,
   principal: string,
@@ -83,15 +123,16 @@ export async function permission(
   now: number,
 ): Promise<Permission> {
   if (sessionId !== undefined) {
-    const session = await sessionBy(ctx, sessionId);
-    if (session?.ownerId === principal) return { allowed: true, via: "owner" };
-    const grant = await activeGrant(ctx, principal, { sessionId }, now);
-    if (grant !== null)
-      return { allowed: true, via: "grant", grantId: grant._id };
+    const { permission } = await sessionPermission(
+      ctx,
+      principal,
+      sessionId,
+      now,
+    );
+    if (permission.allowed) return permission;
   }
   const grant = await activeGrant(ctx, principal, { bucket, key }, now);
-  if (grant !== null)
-    return { allowed: true, via: "grant", grantId: grant._id };
+  if (grant !== null) return viaGrant(grant);
   return {
     allowed: false,
     reason:
@@ -151,7 +192,7 @@ export async function deny(
 }
 
 export function usableStored(
-  asset: Doc<"assets">,
+  asset: Pick<Doc<"assets">, "url" | "urlExpiresAt">,
   now: number,
   maxTtlMs: number,
   minRemainingMs: number,

@@ -111,13 +111,15 @@ class AssetAccess:
 
 
 def _issued(answer: dict[str, Any], principal: str, bucket: str, key: str) -> IssuedUrl:
+    # Every answer names its audit row; a URL never leaves without one.
     outcome, audit_id = answer["outcome"], answer.get("auditId")
     where = f"s3://{bucket}/{key}"
     if outcome == "granted":
         expires_at = answer.get("expiresAt")
         return IssuedUrl(url=answer["url"],
                          expires_at_ms=int(expires_at) if expires_at is not None else None,
-                         source=answer["urlSource"], kind=answer.get("kind"), audit_id=audit_id)
+                         source=answer["urlSource"], kind=answer.get("kind"),
+                         audit_id=answer["auditId"])
     if outcome == "denied":
         raise AccessDenied(f"access denied: {principal!r} may not read {where}: {answer['reason']}",
                            audit_id=audit_id)

@@ -234,10 +234,6 @@ class Settings:
 
 
 P = TypeVar("P", bound=_Part)
-_PARTS: dict[str, type[_Part]] = {
-    "aws": AwsSettings, "sqs": SqsSettings, "convex": ConvexSettings,
-    "consumer": ConsumerSettings, "urls": UrlSettings, "telemetry": TelemetrySettings,
-}
 
 
 def load(part: type[P], **overrides: Any) -> P:
@@ -248,16 +244,21 @@ def load(part: type[P], **overrides: Any) -> P:
 
 def load_settings(**overrides: Any) -> Settings:
     """Every part; the errors of all of them are reported together, one clause per variable."""
-    values: dict[str, Any] = {}
     problems: list[str] = []
-    for name, part in _PARTS.items():
+
+    def part(kind: type[P]) -> P | None:
         try:
-            values[name] = _load(part, overrides)
+            return _load(kind, overrides)
         except ConfigError as exc:
             problems.append(str(exc))
-    if problems:
+            return None
+
+    aws, sqs, convex = part(AwsSettings), part(SqsSettings), part(ConvexSettings)
+    consumer, urls, telemetry = part(ConsumerSettings), part(UrlSettings), part(TelemetrySettings)
+    if (aws is None or sqs is None or convex is None or consumer is None or urls is None
+            or telemetry is None):
         raise ConfigError("; ".join(problems))
-    return Settings(**values)
+    return Settings(aws, sqs, convex, consumer, urls, telemetry)
 
 
 def _load(part: type[P], overrides: dict[str, Any]) -> P:

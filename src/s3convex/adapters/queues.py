@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from s3convex.adapters.aws import map_aws_error
-from s3convex.core.errors import StorageError
+from s3convex.core.errors import Forbidden, NotFound
 from s3convex.settings import SqsSettings
 
 
@@ -18,22 +17,26 @@ class Queues:
 
 
 async def resolve_queues(sqs_client: Any, sqs: SqsSettings) -> Queues:
-    """The configured queues; a missing queue is a clear error."""
+    """The configured queues, through a client of :func:`~s3convex.adapters.aws.open_clients`.
+
+    What SQS answered is raised as it said it (operation, code, status, its message), with a
+    hint for the two answers a person can act on: the queue does not exist (provision it) or
+    these credentials may not ask (the IAM policy).
+    """
 
     async def url_of(name: str) -> str:
         try:
             return (await sqs_client.get_queue_url(QueueName=name))["QueueUrl"]
-        except Exception as exc:
-            error = map_aws_error(exc, f"GetQueueUrl {name}")
-            if isinstance(error, StorageError):
-                raise StorageError(f"queue {name!r} not found — run `s3convex infra up` first") from exc
-            raise error from exc
+        except NotFound as exc:
+            exc.with_hint("run `s3convex infra up` to create it")
+            raise
+        except Forbidden as exc:
+            exc.with_hint("access denied to these credentials: their IAM policy (or the "
+                          "queue's policy) must allow sqs:GetQueueUrl on it")
+            raise
 
     queue_url = str(sqs.queue_url) if sqs.queue_url else await url_of(sqs.queue_name)
     dlq_url = await url_of(sqs.dlq_name)
-    try:
-        attributes = (await sqs_client.get_queue_attributes(
-            QueueUrl=queue_url, AttributeNames=["VisibilityTimeout"]))["Attributes"]
-    except Exception as exc:
-        raise map_aws_error(exc, "GetQueueAttributes") from exc
+    attributes = (await sqs_client.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["VisibilityTimeout"]))["Attributes"]
     return Queues(queue_url, dlq_url, int(attributes.get("VisibilityTimeout", sqs.visibility_timeout)))

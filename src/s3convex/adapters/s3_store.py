@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from s3convex.adapters.aws import error_code, http_status, map_aws_error
 from s3convex.adapters.signed_head import GONE, SignedHead
 from s3convex.core.asset import Checksums, Encryption
+from s3convex.core.errors import NotFound, StorageError
 from s3convex.core.ports import ObjectHead
 
 _CHECKSUM_FIELDS = {
@@ -44,20 +42,18 @@ class S3ObjectStore:
         params: dict[str, Any] = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
         if version_id:
             params["VersionId"] = version_id
-        try:
+        try:  # the client of open_clients: its errors are mapped already
             response = await self._s3.head_object(**params)
-        except ClientError as exc:
+        except NotFound:
             # HEAD has no body, so a missing key or version is a bare 404: the object is
             # gone, not an error loop.
-            if http_status(exc) == 404 or error_code(exc) in {"404", "NoSuchKey", "NoSuchVersion"}:
-                return None
-            if http_status(exc) == 400 and "VersionId" in params:
+            return None
+        except StorageError as exc:
+            if exc.status == 400 and "VersionId" in params:
                 # A version id this bucket does not know (e.g. versioning suspended since):
                 # ask for the current object; the caller compares ETags.
                 return await self._head(bucket, key, None)
-            raise map_aws_error(exc, "HeadObject") from exc
-        except Exception as exc:
-            raise map_aws_error(exc, "HeadObject") from exc
+            raise
         return _to_head(response)
 
 

@@ -1,23 +1,28 @@
-"""SQS batch calls for the operator tools: sizing, SendMessageBatch, DeleteMessageBatch, depth.
+"""SQS batch calls, for the daemon and the operator tools: sizing, SendMessageBatch,
+DeleteMessageBatch, depth.
 
 :func:`size_batches` splits messages into groups SQS accepts (≤ 10 entries, ≤ 256 KiB);
 :func:`send_batch` reports the new id of each message or that SQS refused it, and raises only
 when the whole call fails, so a caller never deletes what it did not send; :func:`delete_batch`
-never raises (an undeleted message only comes back); :func:`queue_depth` reads the counts.
-AWS errors are mapped at this boundary with :func:`~s3convex.adapters.aws.map_aws_error`.
+(the daemon's ack and the DLQ tools alike) reports which deletes succeeded and never raises (an
+undeleted message only comes back); :func:`queue_depth` reads the counts. ``sqs`` is a client of
+:func:`~s3convex.adapters.aws.open_clients`, whose errors are mapped already.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from s3convex.adapters.aws import map_aws_error
 
 log = logging.getLogger(__name__)
 
 SQS_MAX_BATCH_BYTES = 256 * 1024
+SQS_MAX_BATCH_ENTRIES = 10
+# A delete refused with these means the handle no longer holds the message (already deleted,
+# or received again since): expected now and then, so logged at INFO.
+GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight"})
 
 
 def entry_bytes(body: str, attributes: dict[str, Any]) -> int:
@@ -67,10 +72,7 @@ async def send_batch(sqs: Any, queue_url: str, items: list[Outgoing]) -> list[st
     entries = [{"Id": str(i), "MessageBody": item.body,
                 **({"MessageAttributes": item.attributes} if item.attributes else {})}
                for i, item in enumerate(items)]
-    try:
-        response = await sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-    except Exception as exc:
-        raise map_aws_error(exc, "SendMessageBatch") from exc
+    response = await sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
     ids: list[str | None] = [None] * len(items)
     for success in response.get("Successful", []):
         ids[int(success["Id"])] = success["MessageId"]
@@ -80,32 +82,45 @@ async def send_batch(sqs: Any, queue_url: str, items: list[Outgoing]) -> list[st
     return ids
 
 
-async def delete_batch(sqs: Any, queue_url: str, receipt_handles: list[str]) -> list[bool]:
-    """DeleteMessageBatch; which deletes succeeded. Never raises: an undeleted message only
-    comes back and is sent again (a duplicate, which applying absorbs)."""
+async def delete_batch(sqs: Any, queue_url: str, receipt_handles: Sequence[str], *,
+                       message_ids: Sequence[str] | None = None) -> list[bool]:
+    """DeleteMessageBatch, ten handles per call; which deletes succeeded, in order.
+
+    Never raises: an undeleted message only comes back and is handled again (a duplicate,
+    which applying absorbs). ``message_ids``, parallel to the handles, name refused entries in
+    the log.
+    """
+    if len(receipt_handles) > SQS_MAX_BATCH_ENTRIES:
+        results: list[bool] = []
+        for start in range(0, len(receipt_handles), SQS_MAX_BATCH_ENTRIES):
+            end = start + SQS_MAX_BATCH_ENTRIES
+            results += await delete_batch(sqs, queue_url, receipt_handles[start:end],
+                                          message_ids=message_ids and message_ids[start:end])
+        return results
     entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(receipt_handles)]
     try:
         response = await sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
     except Exception as exc:
-        log.warning("delete batch failed; the messages stay and may be sent again",
-                    extra={"error": str(map_aws_error(exc, "DeleteMessageBatch"))})
+        log.warning("delete batch failed; the messages will come back and be handled again",
+                    extra={"error": str(exc),
+                           "count": len(entries)})
         return [False] * len(entries)
     ok = [True] * len(entries)
-    for failure in response.get("Failed", []):
-        ok[int(failure["Id"])] = False
-        log.warning("delete entry failed; the message stays and may be sent again",
-                    extra={"code": failure.get("Code")})
+    for failure in response.get("Failed", ()):
+        index = int(failure["Id"])
+        ok[index] = False
+        code = failure.get("Code")
+        log.log(logging.INFO if code in GONE_CODES else logging.WARNING,
+                "delete entry failed; the message will come back and be handled again",
+                extra={"message_id": message_ids[index] if message_ids else None, "code": code})
     return ok
 
 
 async def queue_depth(sqs: Any, queue_url: str) -> dict[str, int]:
     """Visible, in-flight and delayed message counts (approximate, as SQS reports them)."""
-    try:
-        response = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=[
-            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed"])
-    except Exception as exc:
-        raise map_aws_error(exc, "GetQueueAttributes") from exc
+    response = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed"])
     attributes = response.get("Attributes", {})
     return {
         "visible": int(attributes.get("ApproximateNumberOfMessages", 0)),

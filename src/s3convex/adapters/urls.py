@@ -11,7 +11,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from s3convex.adapters.aws import AwsClients, map_aws_error
+from s3convex.adapters.aws import AwsClients, aws_errors
 from s3convex.adapters.signed_head import SignedHead
 from s3convex.core.errors import PermanentError, SyncError
 from s3convex.core.ports import UrlSource
@@ -57,12 +57,10 @@ class PresignedUrls:
         issued = time.time()
         url = await self._signed.presign_get(bucket, key, expires_in) if self._signed else None
         if url is None:
-            try:
+            with aws_errors(f"presign GetObject {bucket}/{key}"):  # signing only: no request
                 url = await self._s3.generate_presigned_url(
                     "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_in
                 )
-            except Exception as exc:
-                raise map_aws_error(exc, "presign GetObject") from exc
         return url, int((issued + expires_in) * 1000)
 
 

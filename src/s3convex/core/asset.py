@@ -43,7 +43,7 @@ class AssetChange(BaseModel):
     eventName: str
     eventTime: int = Field(ge=0)
     sequencer: str | None = None
-    size: int | None = Field(None, ge=0)
+    size: int | None = Field(default=None, ge=0)
     etag: str | None = None
     etagKind: EtagKind | None = None
     versionId: str | None = None
@@ -54,7 +54,7 @@ class AssetChange(BaseModel):
     storageClass: str | None = None
     url: str | None = None
     urlExpiresAt: int | None = None
-    urlError: str | None = Field(None, max_length=1000)
+    urlError: str | None = Field(default=None, max_length=1000)
     sessionId: str | None = None
     sceneId: str | None = None
     kind: str | None = None

@@ -26,7 +26,7 @@ class S3Bucket(_Shape):
 
 class S3Object(_Shape):
     key: str = Field(min_length=1)
-    size: int | None = Field(None, ge=0)
+    size: int | None = Field(default=None, ge=0)
     eTag: str | None = None
     versionId: str | None = None
     sequencer: str | None = None
@@ -79,18 +79,18 @@ class SnsNotification(_Shape):
 
 class EventBridgeObject(_Shape):
     key: str = Field(min_length=1)
-    size: int | None = Field(None, ge=0)
+    size: int | None = Field(default=None, ge=0)
     etag: str | None = None
     sequencer: str | None = None
-    version_id: str | None = Field(None, alias="version-id")
+    version_id: str | None = Field(default=None, alias="version-id")
 
 
 class EventBridgeDetail(_Shape):
     bucket: S3Bucket
     object: EventBridgeObject
     reason: str | None = None
-    deletion_type: str | None = Field(None, alias="deletion-type")
-    request_id: str | None = Field(None, alias="request-id")
+    deletion_type: str | None = Field(default=None, alias="deletion-type")
+    request_id: str | None = Field(default=None, alias="request-id")
 
 
 class EventBridgeEvent(_Shape):

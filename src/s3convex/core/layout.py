@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict
 
 Kind = Literal["video", "source", "metadata", "manifest", "thumbnail", "subtitle", "other"]
-KINDS: tuple[Kind, ...] = ("video", "source", "metadata", "manifest", "thumbnail", "subtitle", "other")
 
 DEFAULT_LAYOUT = "sessions/{sessionId}/scenes/{sceneId}/v{version}/{file};sessions/{sessionId}/{file}"
 
@@ -58,6 +57,16 @@ def file_kind(file_name: str) -> Kind:
     return _EXTENSION_KINDS.get(name.rsplit(".", 1)[1], "other")
 
 
+class AssetKeyFields(TypedDict):
+    """The fields of an :class:`~s3convex.core.asset.AssetChange` a key's place in the layout
+    fills, under their Convex names."""
+
+    kind: Kind
+    sessionId: str | None
+    sceneId: str | None
+    version: int | None
+
+
 @dataclass(frozen=True, slots=True)
 class KeyInfo:
     """What the layout says about one key; ``session_id`` is None outside the layout."""
@@ -67,7 +76,7 @@ class KeyInfo:
     scene_id: str | None = None
     version: int | None = None
 
-    def asset_fields(self) -> dict[str, object]:
+    def asset_fields(self) -> AssetKeyFields:
         """The fields of an :class:`~s3convex.core.asset.AssetChange` this fills."""
         return {"kind": self.kind, "sessionId": self.session_id, "sceneId": self.scene_id,
                 "version": self.version}
