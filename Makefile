@@ -4,7 +4,7 @@
 run:            ## install, start LocalStack + the local Convex server, provision, run the daemon
 	bash scripts/run-local.sh
 
-test:           ## the whole suite: vitest, pytest on moto, end-to-end on LocalStack
+test:           ## the whole suite: tsc + vitest, ruff, lint-imports, pyright, pytest on moto, end-to-end on LocalStack
 	bash scripts/test.sh
 
 stack-up:       ## the local stack without the daemon

@@ -10,7 +10,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 
 echo "==> TypeScript: typecheck + vitest"
-npx tsc --noEmit -p convex
+npx tsc --noEmit -p convex          # the functions, as Convex compiles them
+npx tsc --noEmit                    # the tests and the vitest config
+npx tsc --noEmit -p convex_local    # the local Convex server and its bench
 npx vitest run
 
 echo "==> Python: ruff"

@@ -5,61 +5,11 @@
  * API, auth, fault injection, serialization, reset and persistence.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-
-const REPO = fileURLToPath(new URL("../..", import.meta.url));
-const SERVER = join(REPO, "convex_local/server.ts");
-const FIXTURES = fileURLToPath(new URL("./fixtures/convex", import.meta.url));
-const KEY = "test-admin-key|0123456789abcdef";
-
-interface Running {
-  url: string;
-  child: ChildProcess;
-  stderr: () => string;
-  stop(signal?: NodeJS.Signals): Promise<number | null>;
-}
-
-function start(env: Record<string, string> = {}): Promise<Running> {
-  const child = spawn(process.execPath, ["--import", "tsx", SERVER], {
-    cwd: REPO,
-    env: {
-      ...process.env,
-      CONVEX_LOCAL_ADMIN_KEY: KEY,
-      CONVEX_LOCAL_PORT: "0",
-      CONVEX_LOCAL_FUNCTIONS_DIR: FIXTURES,
-      ...env,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stderr = "";
-  child.stderr!.on("data", (d) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  return new Promise((resolve, reject) => {
-    let stdout = "";
-    child.stdout!.on("data", (d) => {
-      stdout += d.toString();
-      const line = stdout.split("\n")[0];
-      if (stdout.includes("\n")) {
-        const { event, url } = JSON.parse(line);
-        if (event !== "listening") reject(new Error(`unexpected first line ${line}`));
-        resolve({
-          url,
-          child,
-          stderr: () => stderr,
-          stop: (signal = "SIGTERM") => {
-            child.kill(signal);
-            return exited;
-          },
-        });
-      }
-    });
-    void exited.then((code) => reject(new Error(`server exited ${code} before listening: ${stderr}`)));
-  });
-}
+import { ADMIN_KEY as KEY, FIXTURES, REPO, SERVER, type Running, startServer as start } from "./server_process";
 
 async function call(
   url: string,
