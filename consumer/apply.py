@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 APPLY_EVENTS = "assets:applyEvents"
 # convex/events.ts MAX_BATCH_EVENTS: keeps one mutation inside Convex's limits.
-MAX_EVENTS_PER_MUTATION = 1000
+MAX_EVENTS_PER_MUTATION = 800
 
 Status = Literal["applied", "stale", "duplicate", "error"]
 COMMITTED: frozenset[str] = frozenset({"applied", "stale", "duplicate"})

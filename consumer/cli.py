@@ -36,6 +36,8 @@ COMMAND_MODULES = {
     "reconcile": "s3convex.consumer.ops.reconcile",  # s3convex reconcile
     "health": "s3convex.consumer.ops.health",  # s3convex health
     "url": "s3convex.consumer.ops.url",  # s3convex url
+    "watch": "s3convex.consumer.ops.watch",  # s3convex watch --session S | --key K
+    "upload": "s3convex.consumer.ops.upload",  # s3convex upload DIR --session S --scene X --version N
 }
 _OWN_COMMANDS = frozenset({"run", "config"})
 

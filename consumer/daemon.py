@@ -8,8 +8,8 @@ Shutdown order (a signal only sets the stop event):
    so another replica takes it at once;
 4. batchers drain, clients close, exit 0. A second signal exits at once; SQS redelivers.
 
-If a supervised task (a poller, the heartbeat, a batcher, the URL refresher) dies, the daemon
-stops and exits 1 instead of running half-alive.
+If a supervised task (a poller, the heartbeat, a batcher, the URL refresher, the URL-request
+fulfiller) dies, the daemon stops and exits 1 instead of running half-alive.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from s3convex.consumer.receive import Receiver
 from s3convex.consumer.retry import RetryPolicy
 from s3convex.consumer.telemetry import configure_metrics
 from s3convex.consumer.url_refresh import UrlRefresher
+from s3convex.consumer.url_requests import UrlRequests
 from s3convex.core.errors import StorageError
 from s3convex.handlers.context import HandlerContext
 from s3convex.handlers.objects import registry
@@ -134,10 +135,17 @@ class Daemon:
             background.add(asyncio.create_task(
                 self._stop_when_drained(aws.sqs, queue_url, in_flight, receiver, changes),
                 name="drain-watch"))
-        else:  # stored presigned URLs are re-signed before they expire (consumer/url_refresh.py)
-            refresher = UrlRefresher(convex, url_source(s.urls, aws), [s.aws.bucket],
+        else:
+            urls = url_source(s.urls, aws)
+            # Stored presigned URLs are re-signed before they expire, and URLs of another
+            # configuration brought in line (consumer/url_refresh.py).
+            refresher = UrlRefresher(convex, urls, [s.aws.bucket],
                                      margin_s=s.urls.effective_refresh_margin, interval_s=s.urls.refresh_interval)
             background.add(asyncio.create_task(refresher.run(self._stop), name="url-refresher"))
+            if s.urls.request_poll_ms:  # the web app's URL requests, signed (consumer/url_requests.py)
+                requests = UrlRequests(convex, urls, [s.aws.bucket], interval_s=s.urls.request_poll_ms / 1000,
+                                       lifetime_for=s.urls.expires_for)
+                background.add(asyncio.create_task(requests.run(self._stop), name="url-requests"))
         if s.consumer.health_port is not None:  # /healthz and /readyz (consumer/probes.py), supervised
             from s3convex.consumer.probes import daemon_probes
 

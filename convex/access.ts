@@ -162,8 +162,8 @@ export const authorize = internalMutation({
       const auditId = await audit(ctx, { ...about, outcome: "gone", grantId });
       return { outcome: "gone", deletedAt, auditId };
     }
-    if (asset.status === "failed") {
-      const reason = `asset failed: ${asset.error ?? "no reason recorded"}`;
+    if (asset.status !== "available") {
+      const reason = unavailableReason(asset);
       const auditId = await audit(ctx, {
         ...about,
         outcome: "unavailable",
@@ -205,6 +205,14 @@ export const authorize = internalMutation({
     };
   },
 });
+
+// Failed, or still with the uploader (pending/uploading: convex/uploads.ts),
+// so there is no object to sign a URL for yet.
+function unavailableReason(asset: Doc<"assets">): string {
+  return asset.status === "failed"
+    ? `asset failed: ${asset.error ?? "no reason recorded"}`
+    : `asset is ${asset.status}: not in S3 yet`;
+}
 
 // --- managing access ----------------------------------------------------------
 
@@ -505,11 +513,11 @@ export const requestUrl = mutation({
       await audit(ctx, { ...granted, outcome: "gone" });
       return { status: "error", error: { code: "gone", deletedAt } };
     }
-    if (asset.status === "failed") {
+    if (asset.status !== "available") {
       await audit(ctx, {
         ...granted,
         outcome: "unavailable",
-        reason: `asset failed: ${asset.error ?? "no reason recorded"}`,
+        reason: unavailableReason(asset),
       });
       return { status: "error", error: { code: "unavailable" } };
     }

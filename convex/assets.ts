@@ -1,7 +1,9 @@
 /**
  * Asset records: one per (bucket, key), moved forward by S3 events.
  *
- * `applyEvents` is the only writer. It is idempotent because HTTP mutations
+ * `applyEvents` is the only writer of what S3 says (`uploads:report` writes
+ * the uploader's side, `upload`, and a record's status before S3 has said
+ * anything: ./ordering.ts, rule S). It is idempotent because HTTP mutations
  * carry no idempotency key and SQS redelivers: replaying a batch finds every
  * event at or behind its record's position and writes nothing.
  *
@@ -214,6 +216,8 @@ function tombstone(event: S3Event) {
   return {
     status: "deleted" as const,
     deletedAt: event.eventTime,
+    // An upload's failure says nothing about a deleted object.
+    error: undefined,
     // A link to a deleted object only leads to a 404.
     url: undefined,
     urlExpiresAt: undefined,
@@ -241,7 +245,11 @@ function eventPosition(event: S3Event): EventPosition {
   return { type, eventTime, sequencer, etag, size, versionId };
 }
 
-function recordPosition(asset: Doc<"assets">): EventPosition {
+// Revision 0: only the uploader has written the record (convex/uploads.ts).
+// It holds no S3 position, so the first S3 event for the key applies over it
+// and is its first history version (rule S in ./ordering.ts).
+function recordPosition(asset: Doc<"assets">): EventPosition | null {
+  if (asset.revision === 0) return null;
   return {
     ...asset.lastEvent,
     eventTime: asset.eventTime,

@@ -9,15 +9,21 @@
 import { Infer, v } from "convex/values";
 import { eventType, objectFields } from "./schema";
 
-/** The caller splits larger batches; this keeps a worst-case batch inside a mutation's limits. */
-export const MAX_BATCH_EVENTS = 1_000;
+/**
+ * The caller splits larger batches; this keeps a worst-case batch inside a
+ * mutation's limits with headroom: 800 of the largest events over records
+ * carrying the largest upload state read ~80% of the 16 MiB limit and use
+ * 1,600 of 4,096 index ranges (tests/convex/uploadsLimits.test.ts,
+ * limits.test.ts). At 1,000 the same batch read 15.96 MB: too close.
+ */
+export const MAX_BATCH_EVENTS = 800;
 
 /**
  * Largest event accepted, as UTF-8 JSON. Typical events are 1–3 KB; a long
  * non-ASCII key inside a presigned URL with a session token can approach 8.
  * The bound keeps MAX_BATCH_EVENTS worst-case events under the 16 MiB read
  * limit, since an update reads its record twice (lookup and patch):
- * measured, 1,000 updates at this size read 14.4 MB.
+ * measured, 1,000 updates at this size read 14.4 MB (so 800 read ~11.5 MB).
  */
 export const MAX_EVENT_BYTES = 7 * 1024;
 

@@ -19,6 +19,34 @@
  * Mixing events with and without sequencers for one key is not a total order
  * (A<B by sequencer, B<C and C<A by time is possible); sources are expected
  * to be consistent per key.
+ *
+ * Two writers, two positions. The uploader (`uploads:report`) writes the same
+ * records as the S3 events, and its reports are ordered by a rule of their
+ * own, `compareUploads`, which again depends on the reports alone:
+ *
+ * U1. runId — a later run supersedes an earlier one (run ids sort by start
+ *     time: ULID / UUIDv7 / zero-padded ms prefix, convex/UPLOADS.md);
+ * U2. attempt — a newer attempt may restart progress at 0;
+ * U3. status, pending < uploading < failed < available — within one attempt
+ *     a report never moves back (available outranks failed: the object is
+ *     there, e.g. a sweep marked a slow upload failed before it finished);
+ * U4. bytesSent — progress never decreases within one (runId, attempt);
+ * U5. digest of the rest of the report — an arbitrary but fixed winner for
+ *     reports equal above; the same digest is the same report ("ignored").
+ *
+ * A record keeps the greatest S3 event and the greatest report it has seen,
+ * each moved only by its own rule, so each converges in any arrival order.
+ * What the record says is a function of the two (`model/uploads.ts`):
+ *
+ * S. Once an S3 event has been applied (revision ≥ 1), S3 says what the
+ *    object is — its status (available/deleted), fields and history —
+ *    and a report moves only `upload`. So no report, late or new, ever
+ *    turns an available (or newer-version) object back into
+ *    pending/uploading/failed, and the daemon's event for an object the
+ *    uploader reported first is its first and only history version.
+ *    Before that (revision 0), the status and object fields are the
+ *    greatest report's; such a record has no S3 position (`judge` sees
+ *    null), so any S3 event for the key applies over it.
  */
 
 export type EventType = "created" | "removed";
@@ -85,4 +113,47 @@ function compareOptional<T>(
     return (a === undefined ? 0 : 1) - (b === undefined ? 0 : 1);
   }
   return compare(a, b);
+}
+
+// --- upload reports ---------------------------------------------------------
+
+export type UploadStatus = "pending" | "uploading" | "failed" | "available";
+
+/** What orders two upload reports for the same key (rules U1–U5 above). */
+export type UploadPosition = {
+  runId: string;
+  attempt: number;
+  status: UploadStatus;
+  bytesSent: number;
+  digest: string;
+};
+
+export type UploadVerdict = "applied" | "stale" | "ignored";
+
+const UPLOAD_RANK: Record<UploadStatus, number> = {
+  pending: 0,
+  uploading: 1,
+  failed: 2,
+  available: 3,
+};
+
+/** Negative when report `a` is behind `b`, positive ahead, zero for the same report. */
+export function compareUploads(a: UploadPosition, b: UploadPosition): number {
+  return (
+    compareStrings(a.runId, b.runId) ||
+    Math.sign(a.attempt - b.attempt) ||
+    UPLOAD_RANK[a.status] - UPLOAD_RANK[b.status] ||
+    Math.sign(a.bytesSent - b.bytesSent) ||
+    compareStrings(a.digest, b.digest)
+  );
+}
+
+/** What to do with a report given the one a record already holds. */
+export function judgeUpload(
+  current: UploadPosition | null,
+  incoming: UploadPosition,
+): UploadVerdict {
+  if (current === null) return "applied";
+  const order = compareUploads(incoming, current);
+  return order > 0 ? "applied" : order < 0 ? "stale" : "ignored";
 }

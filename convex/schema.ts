@@ -5,7 +5,43 @@ export const assetStatus = v.union(
   v.literal("available"),
   v.literal("deleted"),
   v.literal("failed"),
+  // Known only from the uploader (convex/uploads.ts): no S3 event yet.
+  v.literal("pending"),
+  v.literal("uploading"),
 );
+
+/** Where the uploader says one file is (convex/uploads.ts, convex/UPLOADS.md). */
+export const uploadStatus = v.union(
+  v.literal("pending"),
+  v.literal("uploading"),
+  v.literal("available"),
+  v.literal("failed"),
+);
+
+/**
+ * The latest upload report an asset accepted: the uploader's own position,
+ * kept apart from the S3 position (`sequencer`, `eventTime`, `lastEvent`).
+ * Small on purpose: it rides on every asset read of `applyEvents`.
+ */
+export const uploadState = v.object({
+  // One run id per upload_dir (R9.1): the run that reported this file last.
+  runId: v.string(),
+  attempt: v.number(),
+  status: uploadStatus,
+  bytesSent: v.number(),
+  bytesTotal: v.number(),
+  // Why the attempt failed (at most MAX_UPLOAD_ERROR characters) and when
+  // the uploader will try again (R3.3).
+  error: v.optional(v.string()),
+  nextRetryAt: v.optional(v.number()),
+  // What the uploader says it wrote (its `available` report).
+  etag: v.optional(v.string()),
+  uploadedAt: v.optional(v.number()),
+  // Orders two reports equal in everything above (convex/ordering.ts).
+  digest: v.string(),
+  // Convex's time of the last accepted report: what `uploads:sweepStale` ages.
+  updatedAt: v.number(),
+});
 
 export const eventType = v.union(v.literal("created"), v.literal("removed"));
 
@@ -76,11 +112,21 @@ export const sessionSummary = v.object({
   available: v.number(),
   deleted: v.number(),
   failed: v.number(),
+  // Optional only for summaries written before uploads existed; every write
+  // since fills them (convex/model/sessions.ts).
+  pending: v.optional(v.number()),
+  uploading: v.optional(v.number()),
   // Available assets only.
   bytes: v.number(),
   byKind: v.record(v.string(), v.number()),
   scenes: v.number(),
   lastEventAt: v.optional(v.number()),
+  // Upload progress over the assets the uploader reported on, deleted ones
+  // left out: done = available (convex/UPLOADS.md).
+  filesDone: v.optional(v.number()),
+  filesTotal: v.optional(v.number()),
+  bytesDone: v.optional(v.number()),
+  bytesTotal: v.optional(v.number()),
 });
 
 /**
@@ -101,6 +147,15 @@ export const sceneFiles = v.object({
   manifest: v.optional(sceneFile),
   thumbnail: v.optional(sceneFile),
   subtitle: v.optional(sceneFile),
+});
+
+/** An upload_dir of a scene version as the uploader reported it (`uploads:setManifest`). */
+export const sceneUpload = v.object({
+  version: v.number(),
+  runId: v.string(),
+  // The version's manifest.json (R5.3).
+  manifest: v.object({ bucket: v.string(), key: v.string() }),
+  updatedAt: v.number(),
 });
 
 /** One version of a scene as history keeps it (times are S3 event times). */
@@ -165,6 +220,10 @@ export default defineSchema({
     updatedAt: v.number(),
     deletedAt: v.optional(v.number()),
     error: v.optional(v.string()),
+    // What the uploader last reported (convex/uploads.ts). `revision` 0: no
+    // S3 event applied yet, the position fields above are placeholders and
+    // `status` is the upload's.
+    upload: v.optional(uploadState),
   })
     .index("by_bucket_key", ["bucket", "key"])
     .index("by_session", ["sessionId"])
@@ -176,7 +235,9 @@ export default defineSchema({
     .index("by_url_expiry", ["bucket", "urlExpiresAt"])
     // Available records by the URL configuration that made their URL, for
     // the sweep that brings them in line after a change (R8.3, convex/urls.ts).
-    .index("by_url_config", ["bucket", "status", "urlConfig"]),
+    .index("by_url_config", ["bucket", "status", "urlConfig"])
+    // Uploads by the time of their last progress, for `uploads:sweepStale`.
+    .index("by_upload_progress", ["status", "upload.updatedAt"]),
 
   assetVersions: defineTable({
     assetId: v.id("assets"),
@@ -204,6 +265,8 @@ export default defineSchema({
     sessionId: v.string(),
     // Who may read every asset of the session (convex/access.ts).
     ownerId: v.optional(v.string()),
+    // The latest upload run that reported on the session (convex/uploads.ts).
+    runId: v.optional(v.string()),
     summary: sessionSummary,
     createdAt: v.number(),
     updatedAt: v.number(),
@@ -220,6 +283,9 @@ export default defineSchema({
     currentVersion: v.optional(v.number()),
     files: sceneFiles,
     versions: v.array(sceneVersion),
+    // Per version, the run that uploaded it and its manifest (newest
+    // MAX_SCENE_VERSIONS; `uploads:setManifest`).
+    uploads: v.optional(v.array(sceneUpload)),
     createdAt: v.number(),
     updatedAt: v.number(),
   }).index("by_session_scene", ["sessionId", "sceneId"]),

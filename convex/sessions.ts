@@ -57,11 +57,13 @@ import {
   writeScene,
 } from "./model/scenes";
 import { count, emptySummary, sessionBy, stateOf } from "./model/sessions";
+import { STALLED_ERROR } from "./model/uploads";
 import schema, {
   assetStatus,
   sceneFile,
   sceneVersion,
   sessionSummary,
+  uploadStatus,
 } from "./schema";
 
 /** `versionFiles` returns at most this many files. */
@@ -201,6 +203,8 @@ export const rebuild = internalMutation({
     const byScene = new Map<string, Doc<"assets">[]>();
     for (const asset of assets) {
       count(summary, stateOf(asset), +1);
+      // Revision 0 (known only from the uploader): no S3 event, no scene yet.
+      if (asset.revision === 0) continue;
       summary.lastEventAt = Math.max(summary.lastEventAt ?? 0, asset.eventTime);
       if (asset.sceneId === undefined) continue;
       byScene.set(asset.sceneId, [
@@ -297,6 +301,43 @@ export const mine = query({
 /** `live` lists at most this many scenes (with `moreScenes` when there are more). */
 export const MAX_LIVE_SCENES = 200;
 
+/**
+ * The uploader's progress on an asset, as a reader sees it: the failure as a
+ * code (the raw text stays internal, in `assets:getByKey`), no run id.
+ */
+const liveUpload = v.object({
+  status: uploadStatus,
+  attempt: v.number(),
+  bytesSent: v.number(),
+  bytesTotal: v.number(),
+  error: v.optional(
+    v.union(v.literal("upload_failed"), v.literal("upload_stalled")),
+  ),
+  nextRetryAt: v.optional(v.number()),
+  updatedAt: v.number(),
+});
+
+function liveUploadOf(
+  upload: NonNullable<Doc<"assets">["upload"]>,
+): Infer<typeof liveUpload> {
+  const { status, attempt, bytesSent, bytesTotal, nextRetryAt } = upload;
+  const error =
+    status !== "failed"
+      ? undefined
+      : upload.error === STALLED_ERROR
+        ? ("upload_stalled" as const)
+        : ("upload_failed" as const);
+  return {
+    status,
+    attempt,
+    bytesSent,
+    bytesTotal,
+    error,
+    nextRetryAt,
+    updatedAt: upload.updatedAt,
+  };
+}
+
 const liveAsset = v.object({
   assetId: v.id("assets"),
   key: v.string(),
@@ -310,6 +351,7 @@ const liveAsset = v.object({
   updatedAt: v.number(),
   deletedAt: v.optional(v.number()),
   error: v.optional(assetProblem),
+  upload: v.optional(liveUpload),
 });
 
 function liveAssetOf(asset: Doc<"assets">): Infer<typeof liveAsset> {
@@ -326,6 +368,7 @@ function liveAssetOf(asset: Doc<"assets">): Infer<typeof liveAsset> {
     updatedAt: asset.updatedAt,
     deletedAt: asset.deletedAt,
     error: problemOf(asset),
+    upload: asset.upload === undefined ? undefined : liveUploadOf(asset.upload),
   };
 }
 
@@ -350,9 +393,11 @@ function liveSceneOf(scene: Doc<"scenes">): Infer<typeof liveScene> {
 
 /**
  * A session's live status, for its owner or a grantee: the summary (counts
- * by status and kind, bytes, scenes), its scenes with their current version
+ * by status and kind, bytes, scenes, and upload progress: filesDone/
+ * filesTotal, bytesDone/bytesTotal), its scenes with their current version
  * (the first MAX_LIVE_SCENES in scene-id order), and a page of its assets,
- * newest first, each with its status and error code. The page fields are at
+ * newest first, each with its status, error code and the uploader's
+ * progress (`upload`: status, attempt, bytes, error code, nextRetryAt). The page fields are at
  * the top level, so `usePaginatedQuery` pages the assets; `useQuery` gets
  * the session and scenes too.
  *

@@ -30,10 +30,11 @@ class _EventFields(AssetKeyFields):
 
 
 class _UrlFields(TypedDict, total=False):
-    """The stored URL, or why there is none this time."""
+    """The stored URL and the configuration that made it, or why there is none this time."""
 
     url: str
     urlExpiresAt: int | None
+    urlConfig: str
     urlError: str
 
 
@@ -54,14 +55,15 @@ def _base(event: ObjectEvent, type_: Literal["created", "removed"], ctx: Handler
 
 
 async def _url(event: ObjectEvent, ctx: HandlerContext) -> _UrlFields:
-    """The stored URL fields; a failure is recorded on the asset (Convex keeps the last good
-    URL) instead of failing the event — the object did change, and that must land."""
+    """The stored URL fields and the configuration that made the URL; a failure is recorded on
+    the asset (Convex keeps the last good URL and its configuration) instead of failing the
+    event — the object did change, and that must land."""
     try:
-        url, expires_at = await ctx.urls.url_for(event.bucket, event.key)
+        signed = await ctx.urls.url_for(event.bucket, event.key)
     except SyncError as exc:
         log.warning("url generation failed", extra={"error": str(exc)})
         return {"urlError": (str(exc) or type(exc).__name__)[:500]}
-    return {"url": url, "urlExpiresAt": expires_at}
+    return {"url": signed.url, "urlExpiresAt": signed.expires_at_ms, "urlConfig": signed.config}
 
 
 @registry.on("ObjectCreated:*")

@@ -1,29 +1,98 @@
 """Shared fixtures: the real local servers every integration test talks to.
 
 - S3 + SQS: moto or LocalStack, chosen once per session with ``--backend`` (``tests/backends.py``).
-- Convex: the project's local Convex server (``convex_local``), running ``convex/``.
+- Convex: the project's local Convex server (``convex_local``), running ``convex/``, with JWT
+  verification on: one dev key pair per session (``dev_auth``) whose ``AUTH_*`` environment
+  the server's ``convex/auth.config.ts`` reads. The deploy key works as before; public
+  functions see the identity of a ``mint_token(user)`` token.
+
+Auth fixtures
+    ``dev_auth``        (session)  the :class:`~convex_local.launcher.DevAuth` the server trusts.
+    ``mint_token``      (session)  ``mint_token("alice", ttl_seconds=..., claims=...)`` → a
+                        :class:`~convex_local.launcher.DevToken`: the signed JWT (a ``str``)
+                        with ``.principal`` (its ``tokenIdentifier``, ``<iss>|<sub>``, what
+                        ``access:setOwner`` / ``access:grant`` take) and ``.subject``.
+    ``principal_of``    (session)  ``principal_of("alice")`` → that principal, without a token.
+    ``bad_token``       (session)  ``bad_token("expired" | "wrong_issuer" | "wrong_audience" |
+                        "bad_signature", user="mallory")`` → a token the server refuses
+                        (``convex_local.launcher.BAD_TOKEN_KINDS``).
+    ``start_convex``    (function) ``start_convex(state_file=None, port=0, env=None,
+                        admin_key=None, log_path=None)`` → a dedicated auth-enabled server (same
+                        keys), stopped after the test: for restarts, persistence, full logs.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
-from convex_local.launcher import LocalConvex, start_local_convex
+from convex_local.launcher import (
+    BadTokenKind,
+    DevAuth,
+    DevToken,
+    LocalConvex,
+    start_local_convex,
+)
 from s3convex.adapters.convex import ConvexClient
 
 pytest_plugins = ["tests.backends"]
 
 
 @pytest.fixture(scope="session")
-def convex_server() -> Iterator[LocalConvex]:
-    server = start_local_convex(admin_key="test-admin-" + secrets.token_hex(16))
+def dev_auth() -> DevAuth:
+    return DevAuth.generate()
+
+
+@pytest.fixture(scope="session")
+def convex_server(dev_auth: DevAuth) -> Iterator[LocalConvex]:
+    server = start_local_convex(admin_key="test-admin-" + secrets.token_hex(16),
+                                env=dev_auth.env())
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def mint_token(dev_auth: DevAuth) -> Callable[..., DevToken]:
+    def mint(user: str, **options: Any) -> DevToken:
+        return dev_auth.token(user, **options)
+
+    return mint
+
+
+@pytest.fixture(scope="session")
+def principal_of(dev_auth: DevAuth) -> Callable[[str], str]:
+    return dev_auth.principal
+
+
+@pytest.fixture(scope="session")
+def bad_token(dev_auth: DevAuth) -> Callable[..., DevToken]:
+    def bad(kind: BadTokenKind, user: str = "mallory") -> DevToken:
+        return dev_auth.bad_token(kind, user)
+
+    return bad
+
+
+@pytest.fixture
+def start_convex(dev_auth: DevAuth) -> Iterator[Callable[..., LocalConvex]]:
+    started: list[LocalConvex] = []
+
+    def start(*, state_file: Path | None = None, port: int = 0, env: dict[str, str] | None = None,
+              admin_key: str | None = None, log_path: Path | None = None) -> LocalConvex:
+        server = start_local_convex(admin_key or "test-admin-" + secrets.token_hex(16), port=port,
+                                    state_file=state_file, env={**dev_auth.env(), **(env or {})},
+                                    log_path=log_path)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 def set_convex_faults(server: LocalConvex, **faults: float) -> None:

@@ -17,7 +17,7 @@ from s3convex.core.asset import etag_kind
 from s3convex.core.errors import ConfigError, StorageError
 from s3convex.core.events import ObjectEvent
 from s3convex.core.layout import DEFAULT_LAYOUT, OUTSIDE, KeyInfo, KeyLayout, file_kind
-from s3convex.core.ports import ObjectHead
+from s3convex.core.ports import ObjectHead, SignedUrl
 from s3convex.handlers.context import HandlerContext
 from s3convex.handlers.objects import on_object_created, on_object_removed
 from s3convex.settings import SEVEN_DAYS, load_settings
@@ -186,13 +186,17 @@ class _Store:
 
 
 class _FailingUrls:
-    async def url_for(self, bucket: str, key: str) -> tuple[str, int | None]:
+    config = "presigned:60"
+
+    async def url_for(self, bucket: str, key: str, *, expires_in: int | None = None) -> SignedUrl:
         raise StorageError("presign GetObject: NoCredentialsError")
 
 
 class _FixedUrls:
-    async def url_for(self, bucket: str, key: str) -> tuple[str, int | None]:
-        return f"signed:{key}", 123
+    config = "presigned:60"
+
+    async def url_for(self, bucket: str, key: str, *, expires_in: int | None = None) -> SignedUrl:
+        return SignedUrl(f"signed:{key}", 123, self.config)
 
 
 def _event(key: str, name: str = "ObjectCreated:Put") -> ObjectEvent:
@@ -224,12 +228,15 @@ async def test_a_url_failure_is_recorded_not_raised() -> None:
 
 async def test_public_urls_fall_back_to_presigned() -> None:
     class _BrokenPublic:
-        async def url_for(self, bucket: str, key: str) -> tuple[str, int | None]:
+        config = "public:https://cdn.example"
+
+        async def url_for(self, bucket: str, key: str, *, expires_in: int | None = None) -> SignedUrl:
             raise UrlError("no")
 
-    assert await FallbackUrls(_BrokenPublic(), _FixedUrls()).url_for("b", "k") == ("signed:k", 123)
-    assert await FallbackUrls(PublicUrls("https://cdn.example/"), _FixedUrls()).url_for("b", "a b") == (
-        "https://cdn.example/a%20b", None)
+    assert await FallbackUrls(_BrokenPublic(), _FixedUrls()).url_for("b", "k") == SignedUrl(
+        "signed:k", 123, "presigned:60")
+    assert await FallbackUrls(PublicUrls("https://cdn.example/"), _FixedUrls()).url_for("b", "a b") == SignedUrl(
+        "https://cdn.example/a%20b", None, "public:https://cdn.example")
 
 
 def test_public_urls_encode_each_segment() -> None:

@@ -28,8 +28,8 @@ LAYOUT = KeyLayout.default()
 # its own name (convex/schema.ts `objectFields`, plus urlError and the event's position)…
 RECORD_FIELDS = frozenset({
     "bucket", "key", "size", "etag", "etagKind", "contentType", "versionId", "metadata",
-    "checksums", "encryption", "storageClass", "url", "urlExpiresAt", "sessionId", "sceneId",
-    "kind", "version", "urlError", "sequencer", "eventTime",
+    "checksums", "encryption", "storageClass", "url", "urlExpiresAt", "urlConfig", "sessionId",
+    "sceneId", "kind", "version", "urlError", "sequencer", "eventTime",
 })
 # …or into the record under another name…
 RENAMED_ON_RECORD = {"type": "status", "eventName": "lastEventName"}
@@ -82,6 +82,7 @@ def samples(run: str) -> list[AssetChange]:
                 "0062E99A88DC407460", "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY+MTRCxf3vjVBH40Nr8X8gdRQBpUMLUo"),
         url=_presigned(bucket, video_key),
         urlExpiresAt=expires_at,
+        urlConfig="presigned:3600",
         size=5_242_880,
         etag=kms_etag,
         etagKind=etag_kind(kms_etag, "aws:kms"),
@@ -164,7 +165,7 @@ async def test_every_field_is_accepted_and_stored(convex: ConvexClient) -> None:
         stored = {name: record.get(name) for name in RECORD_FIELDS}
         expected = {name: wire.get(name) for name in RECORD_FIELDS}
         if wire["type"] == "removed":
-            expected |= {"url": None, "urlExpiresAt": None}
+            expected |= {"url": None, "urlExpiresAt": None, "urlConfig": None}
             assert record["deletedAt"] == wire["eventTime"]
         else:
             assert record.get("deletedAt") is None
@@ -183,6 +184,7 @@ async def test_every_field_is_accepted_and_stored(convex: ConvexClient) -> None:
     assert full["checksums"] == sent[0]["checksums"] and len(full["checksums"]) == 5
     assert full["encryption"]["kmsKeyId"].startswith("arn:aws:kms:")
     assert full["url"] == sent[0]["url"] and full["urlExpiresAt"] == sent[0]["urlExpiresAt"]
+    assert full["urlConfig"] == "presigned:3600"
     assert full["size"] == 5_242_880 and full["version"] == 3
     assert no_url.get("url") is None and no_url["urlError"] == sent[1]["urlError"]
     assert no_url["etagKind"] == "multipart" and no_url["size"] == 0

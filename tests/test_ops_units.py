@@ -208,6 +208,10 @@ def test_judge_each_kind_of_drift() -> None:
     assert judge(_obj("k", size=2), available).detail == "size 1 → 2"
     assert judge(_obj("k", etag="e2"), available).detail == "etag e1 → e2"
     assert judge(_obj("k"), {**available, "etag": None}) is None  # nothing to compare
+    # An upload still in flight (or failed) that S3 never had: revision 0, not "gone".
+    for status in ("pending", "uploading", "failed"):
+        assert judge(None, {"key": "k", "status": status, "revision": 0, "size": 0}) is None
+    assert judge(None, {**available, "revision": 1}).kind == "gone"
 
 
 def test_effective_prefix_stays_within_the_notification_prefix() -> None:

@@ -29,7 +29,7 @@ from s3convex.consumer.ops.output import (
 from s3convex.core.errors import PermanentError
 from s3convex.settings import AwsSettings, ConvexSettings, load
 
-STATUSES = ("available", "deleted", "failed")
+STATUSES = ("pending", "uploading", "available", "failed", "deleted")
 MAX_SCAN = 50_000  # records read by one `list` at most, whatever the filters
 
 

@@ -64,7 +64,9 @@ def judge(obj: S3Object | None, record: dict[str, Any] | None) -> Drift | None:
     if obj is not None and record is None:
         return Drift("missing", obj.key, "no record in Convex", obj, None)
     if obj is None and record is not None:
-        if record.get("status") == "deleted":
+        # A tombstone, or an upload still in flight (or failed) whose object S3 never had:
+        # revision 0 means no S3 event was ever applied, so there is nothing to have gone.
+        if record.get("status") == "deleted" or record.get("revision") == 0:
             return None
         return Drift("gone", record["key"], f"record is {record.get('status')}, object not in S3",
                      None, record)

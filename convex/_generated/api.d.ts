@@ -23,10 +23,12 @@ import type * as model_public from "../model/public.js";
 import type * as model_scenes from "../model/scenes.js";
 import type * as model_sessions from "../model/sessions.js";
 import type * as model_tracking from "../model/tracking.js";
+import type * as model_uploads from "../model/uploads.js";
 import type * as model_urlPolicy from "../model/urlPolicy.js";
 import type * as operations from "../operations.js";
 import type * as ordering from "../ordering.js";
 import type * as sessions from "../sessions.js";
+import type * as uploads from "../uploads.js";
 import type * as urls from "../urls.js";
 
 /**
@@ -48,10 +50,12 @@ declare const fullApi: ApiFromModules<{
   "model/scenes": typeof model_scenes;
   "model/sessions": typeof model_sessions;
   "model/tracking": typeof model_tracking;
+  "model/uploads": typeof model_uploads;
   "model/urlPolicy": typeof model_urlPolicy;
   operations: typeof operations;
   ordering: typeof ordering;
   sessions: typeof sessions;
+  uploads: typeof uploads;
   urls: typeof urls;
 }>;
 export declare const api: FilterApi<

@@ -190,7 +190,8 @@ export async function currentFiles(
     )
     .order("desc");
   for await (const asset of assets) {
-    if (asset.status !== "available") continue;
+    // Revision 0: known only from the uploader, not in S3's history yet.
+    if (asset.status !== "available" || asset.revision === 0) continue;
     const version = asset.version ?? 0;
     if (currentVersion === undefined) currentVersion = version;
     if (version !== currentVersion) break;

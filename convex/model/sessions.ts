@@ -8,7 +8,7 @@
  */
 import { Infer } from "convex/values";
 import { Doc, Id } from "../_generated/dataModel";
-import { QueryCtx } from "../_generated/server";
+import { MutationCtx, QueryCtx } from "../_generated/server";
 import { sessionSummary } from "../schema";
 
 export type Summary = Infer<typeof sessionSummary>;
@@ -24,6 +24,11 @@ export type AssetState = {
   kind?: string;
   size?: number;
   eventTime: number;
+  // Known only from the uploader (revision 0): no S3 event yet, so no
+  // scene points at it and its eventTime is a placeholder.
+  provisional: boolean;
+  // What the summary's upload progress counts (convex/uploads.ts).
+  upload?: { bytesSent: number; bytesTotal: number };
 };
 
 /** One applied change: the asset as it was (null: first sight) and as it is now. */
@@ -55,6 +60,14 @@ export function stateOf(
     kind: asset.kind,
     size: asset.size,
     eventTime: asset.eventTime,
+    provisional: asset.revision === 0,
+    upload:
+      asset.upload === undefined
+        ? undefined
+        : {
+            bytesSent: asset.upload.bytesSent,
+            bytesTotal: asset.upload.bytesTotal,
+          },
   };
 }
 
@@ -65,10 +78,36 @@ export function emptySummary(): Summary {
     available: 0,
     deleted: 0,
     failed: 0,
+    pending: 0,
+    uploading: 0,
     bytes: 0,
     byKind: {},
     scenes: 0,
+    filesDone: 0,
+    filesTotal: 0,
+    bytesDone: 0,
+    bytesTotal: 0,
   };
+}
+
+/** The summary's plain counters (all but `byKind` and `lastEventAt`). */
+const COUNTERS = [
+  "available",
+  "deleted",
+  "failed",
+  "pending",
+  "uploading",
+  "bytes",
+  "scenes",
+  "filesDone",
+  "filesTotal",
+  "bytesDone",
+  "bytesTotal",
+] as const;
+type Counter = (typeof COUNTERS)[number];
+
+function add(summary: Summary, counter: Counter, n: number): void {
+  summary[counter] = (summary[counter] ?? 0) + n;
 }
 
 export function deltaFor(
@@ -90,8 +129,28 @@ function kindKey(kind: string | undefined): string {
     : "other";
 }
 
+/**
+ * Adds (sign 1) or takes away (-1) what one asset contributes. Every write
+ * of an asset moves the summary by its contribution after minus before, so
+ * the summary is always what `sessions:rebuild` would count.
+ *
+ * Upload progress counts the files the uploader reported on, but not deleted
+ * ones: an available file is done with all its bytes; a pending or uploading
+ * one has its bytes sent so far; a failed one none (a retry starts again).
+ */
 export function count(summary: Summary, state: AssetState, sign: 1 | -1): void {
-  summary[state.status] += sign;
+  add(summary, state.status, sign);
+  const upload = state.upload;
+  if (upload !== undefined && state.status !== "deleted") {
+    add(summary, "filesTotal", sign);
+    add(summary, "bytesTotal", sign * upload.bytesTotal);
+    if (state.status === "available") {
+      add(summary, "filesDone", sign);
+      add(summary, "bytesDone", sign * upload.bytesTotal);
+    } else if (state.status !== "failed") {
+      add(summary, "bytesDone", sign * upload.bytesSent);
+    }
+  }
   if (state.status !== "available") return;
   summary.bytes += sign * (state.size ?? 0);
   const kind = kindKey(state.kind);
@@ -108,15 +167,48 @@ export function addSummaries(base: Summary, delta: Summary): Summary {
     delta.lastEventAt === undefined
       ? base.lastEventAt
       : Math.max(base.lastEventAt ?? 0, delta.lastEventAt);
-  return {
-    available: base.available + delta.available,
-    deleted: base.deleted + delta.deleted,
-    failed: base.failed + delta.failed,
-    bytes: base.bytes + delta.bytes,
-    byKind,
-    scenes: base.scenes + delta.scenes,
-    lastEventAt,
-  };
+  const sum = { ...base, byKind, lastEventAt } as Summary;
+  for (const counter of COUNTERS) {
+    sum[counter] = (base[counter] ?? 0) + (delta[counter] ?? 0);
+  }
+  return sum;
+}
+
+/**
+ * Writes each session's summary once, moved by its delta; a session not
+ * seen yet is created (ownerless). `fieldsOf` adds to what is written.
+ */
+export async function moveSummaries(
+  ctx: MutationCtx,
+  deltas: Map<string, Summary>,
+  now: number,
+  fieldsOf: (
+    sessionId: string,
+  ) => Partial<Pick<Doc<"videoSessions">, "runId">> = () => ({}),
+): Promise<Map<string, Summary>> {
+  const written = new Map<string, Summary>();
+  for (const [sessionId, delta] of deltas) {
+    const fields = fieldsOf(sessionId);
+    const session = await sessionBy(ctx, sessionId);
+    const summary = addSummaries(session?.summary ?? emptySummary(), delta);
+    if (session === null) {
+      await ctx.db.insert("videoSessions", {
+        sessionId,
+        summary,
+        ...fields,
+        createdAt: now,
+        updatedAt: now,
+      });
+    } else {
+      await ctx.db.patch("videoSessions", session._id, {
+        summary,
+        ...fields,
+        updatedAt: now,
+      });
+    }
+    written.set(sessionId, summary);
+  }
+  return written;
 }
 
 // --- lookups --------------------------------------------------------------

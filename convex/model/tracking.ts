@@ -14,11 +14,9 @@ import { SceneWork, sceneKey, updateScene } from "./scenes";
 import {
   BatchChanges,
   Summary,
-  addSummaries,
   count,
   deltaFor,
-  emptySummary,
-  sessionBy,
+  moveSummaries,
 } from "./sessions";
 
 /** Moves sessions and scenes by the changes one batch applied. */
@@ -37,7 +35,10 @@ export async function trackChanges(
     }
     return entry;
   };
-  for (const change of changes) {
+  for (const { before, after } of changes) {
+    // A record known only from the uploader was never placed in a scene:
+    // for scenes its first S3 event is its first sight.
+    const change = { before: before?.provisional ? null : before, after };
     const keys = new Set([sceneKey(change.before), sceneKey(change.after)]);
     for (const key of keys) if (key !== null) work(key).changes.push(change);
   }
@@ -65,19 +66,6 @@ export async function trackChanges(
   }
   for (const [sessionId, delta] of deltas) {
     delta.scenes = newScenes.get(sessionId) ?? 0;
-    const session = await sessionBy(ctx, sessionId);
-    if (session === null) {
-      await ctx.db.insert("videoSessions", {
-        sessionId,
-        summary: addSummaries(emptySummary(), delta),
-        createdAt: now,
-        updatedAt: now,
-      });
-    } else {
-      await ctx.db.patch("videoSessions", session._id, {
-        summary: addSummaries(session.summary, delta),
-        updatedAt: now,
-      });
-    }
   }
+  await moveSummaries(ctx, deltas, now);
 }

@@ -8,8 +8,9 @@ Each concern is its own settings class, and each module takes only the part it n
     ConsumerSettings   the daemon's tuning and its probes
     UrlSettings        stored URLs (public or presigned) and the lifetimes handed out
     TelemetrySettings  logging
+    UploadSettings     the producer's uploads (``S3Storage``, ``s3convex upload``)
 
-:class:`Settings` composes all six. Every field is read from the environment variable its alias
+:class:`Settings` composes all seven. Every field is read from the environment variable its alias
 names (case-insensitive), the names the README documents. A missing or invalid value is reported
 by :func:`load_settings` / :func:`load` as one line naming the variable and what is allowed; the
 CLI prints it and exits 2. Credentials are never read here: they come from the AWS chain.
@@ -32,6 +33,11 @@ from s3convex.core.layout import DEFAULT_LAYOUT, KeyLayout
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 SEVEN_DAYS = 7 * 24 * 3600
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": MiB, "mb": 1000**2,
+               "mib": MiB, "g": GiB, "gb": 1000**3, "gib": GiB}
 _CORS_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "HEAD"})
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -166,7 +172,7 @@ class ConsumerSettings(_Part):
 
     pollers: PositiveInt = env("CONSUMER_POLLERS", 4)
     max_in_flight: PositiveInt = env("CONSUMER_MAX_IN_FLIGHT", 500)
-    flush_events: int = env("CONSUMER_FLUSH_EVENTS", 200, ge=1, le=1000)
+    flush_events: int = env("CONSUMER_FLUSH_EVENTS", 200, ge=1, le=800)
     flush_ms: int = env("CONSUMER_FLUSH_MS", 50, ge=0, le=60_000)
     max_concurrent_flushes: int = env("CONSUMER_MAX_CONCURRENT_FLUSHES", 8, ge=1, le=16)
     head_concurrency: PositiveInt = env("CONSUMER_HEAD_CONCURRENCY", 32)
@@ -199,6 +205,9 @@ class UrlSettings(_Part):
     # The refresher re-signs stored URLs expiring within the margin, every interval.
     refresh_interval: int = env("URL_REFRESH_INTERVAL", 60, ge=1, le=86_400)
     refresh_margin: int = env("URL_REFRESH_MARGIN", 600, ge=1, le=SEVEN_DAYS)
+    # The daemon polls Convex for the web app's URL requests (access:requestUrl) this often: one
+    # small query per bucket per interval when idle. 0: the daemon does not fulfil them.
+    request_poll_ms: int = env("URL_REQUEST_POLL_MS", 500, ge=0, le=60_000)
 
     def expires_for(self, kind: str) -> int:
         """Seconds a URL handed out for an asset of this kind may live (URL_EXPIRES_<KIND>)."""
@@ -215,6 +224,54 @@ class TelemetrySettings(_Part):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = env("LOG_LEVEL", "INFO")
 
 
+class UploadSettings(_Part):
+    """The producer's uploads: ``S3Storage`` and ``s3convex upload`` (``s3convex.storage``).
+
+    Sizes take bytes or a unit (``8MiB``, ``16m``, ``64 MB``). S3's own limits bound them: a part
+    is 5 MiB-5 GiB (the last may be smaller) and at most 10,000 parts make an object, so the part
+    size grows for a file that would need more. Memory held is at most ``concurrency`` ×
+    max(``multipart_threshold``, ``part_size``): every request in flight holds its bytes.
+    """
+
+    # true: each file's record becomes `available` in Convex as soon as its upload completes;
+    # false: the final records wait for `await storage.commit()` / leaving `storage.batch(...)`.
+    on_write: bool = env("S3_UPLOAD_ON_WRITE", True)
+    # boto3's TransferConfig defaults: AWS's recommended 8-16 MiB range, a retried part re-sends
+    # at most 8 MiB, and 10 requests in flight hold at most 80 MiB.
+    multipart_threshold: int = env("S3_UPLOAD_MULTIPART_THRESHOLD", 8 * MiB, ge=5 * MiB, le=5 * GiB)
+    part_size: int = env("S3_UPLOAD_PART_SIZE", 8 * MiB, ge=5 * MiB, le=5 * GiB)
+    # Requests in flight (whole-file PUTs and parts alike), over all files of a storage.
+    concurrency: int = env("S3_UPLOAD_CONCURRENCY", 10, ge=1, le=128)
+    # sha256: each request carries the SHA-256 of its bytes and S3 verifies it (a multipart object's
+    # checksum is then S3's composite one); none: no checksum header is sent, for stores that
+    # mishandle them. The file's full SHA-256 is computed and recorded either way.
+    checksum: Literal["sha256", "none"] = env("S3_UPLOAD_CHECKSUM", "sha256")
+    # botocore's own defaults since 1.36 (CRC32 on every upload it is not given a checksum for);
+    # when_required turns them off for S3-compatible stores that break on them.
+    request_checksum_calculation: Literal["when_supported", "when_required"] = env(
+        "AWS_REQUEST_CHECKSUM_CALCULATION", "when_supported")
+    response_checksum_validation: Literal["when_supported", "when_required"] = env(
+        "AWS_RESPONSE_CHECKSUM_VALIDATION", "when_supported")
+    # Tries of one request's work (a PUT, a part, the multipart calls), the first included, on top
+    # of botocore's own per-request retries; jittered waits of 0.5-1 s, 1-2 s, … up to 10 s.
+    attempts: int = env("S3_UPLOAD_ATTEMPTS", 3, ge=1, le=10)
+    # At most one `uploads:report` mutation per session this often: progress is coalesced.
+    status_interval_ms: int = env("S3_UPLOAD_STATUS_INTERVAL_MS", 500, ge=50, le=60_000)
+
+    @field_validator("multipart_threshold", "part_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        if isinstance(value, str) and (match := _SIZE_RE.match(value)):
+            return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+        return value
+
+    @field_validator("checksum", "request_checksum_calculation", "response_checksum_validation",
+                     mode="before")
+    @classmethod
+    def _lowercase(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every concern's settings; pass each module only its part."""
@@ -225,6 +282,7 @@ class Settings:
     consumer: ConsumerSettings
     urls: UrlSettings
     telemetry: TelemetrySettings
+    upload: UploadSettings
 
     def parts(self) -> Iterator[_Part]:
         return (getattr(self, f.name) for f in fields(self))
@@ -255,10 +313,11 @@ def load_settings(**overrides: Any) -> Settings:
 
     aws, sqs, convex = part(AwsSettings), part(SqsSettings), part(ConvexSettings)
     consumer, urls, telemetry = part(ConsumerSettings), part(UrlSettings), part(TelemetrySettings)
+    upload = part(UploadSettings)
     if (aws is None or sqs is None or convex is None or consumer is None or urls is None
-            or telemetry is None):
+            or telemetry is None or upload is None):
         raise ConfigError("; ".join(problems))
-    return Settings(aws, sqs, convex, consumer, urls, telemetry)
+    return Settings(aws, sqs, convex, consumer, urls, telemetry, upload)
 
 
 def _load(part: type[P], overrides: dict[str, Any]) -> P:

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, test, vi } from "vitest";
 import { internal } from "../../convex/_generated/api";
 import type { Doc } from "../../convex/_generated/dataModel";
-import type { S3Event } from "../../convex/events";
+import { MAX_BATCH_EVENTS, type S3Event } from "../../convex/events";
 import {
   BUCKET,
   T0,
@@ -535,9 +535,9 @@ describe("bad input", () => {
 
   test("a batch over MAX_BATCH_EVENTS is refused with errorData", async () => {
     const t = backend();
-    const events = Array.from({ length: 1_001 }, (_, i) => created(`k${i}`));
+    const events = Array.from({ length: MAX_BATCH_EVENTS + 1 }, (_, i) => created(`k${i}`));
     await expect(apply(t, events)).rejects.toMatchObject({
-      data: { code: "BatchTooLarge", max: 1_000, got: 1_001 },
+      data: { code: "BatchTooLarge", max: MAX_BATCH_EVENTS, got: MAX_BATCH_EVENTS + 1 },
     });
     expect(await snapshot(t)).toEqual({ assets: [], versions: [] });
   });

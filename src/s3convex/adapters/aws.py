@@ -172,17 +172,24 @@ async def open_clients(
     max_pool_connections: int = 64,
     long_poll_seconds: int = 20,
     signed_head: bool = True,
+    s3_checksums: tuple[str, str] | None = None,
 ) -> AsyncIterator[AwsClients]:
     """S3 and SQS clients for ``aws``'s endpoint and region (standard credential chain);
-    ``signed_head`` adds the cheap signed HeadObject / presign path (CONSUMER_SIGNED_HEAD)."""
+    ``signed_head`` adds the cheap signed HeadObject / presign path (CONSUMER_SIGNED_HEAD);
+    ``s3_checksums`` is botocore's ``(request_checksum_calculation,
+    response_checksum_validation)`` for the S3 client (default: botocore's, from the
+    environment) — the uploads' setting for S3-compatible stores (``UploadSettings``)."""
     common = {
         "max_pool_connections": max_pool_connections,
         "retries": {"mode": "standard", "max_attempts": MAX_ATTEMPTS},
         "connect_timeout": 5,
         "read_timeout": long_poll_seconds + 10,  # a long poll must not time out
     }
+    checksums = ({"request_checksum_calculation": s3_checksums[0],
+                  "response_checksum_validation": s3_checksums[1]} if s3_checksums else {})
     s3_config = AioConfig(
         **common,
+        **checksums,
         signature_version="s3v4",  # presigned URLs are SigV4, as every region now requires
         s3={"addressing_style": "path"} if aws.endpoint_url else None,
     )

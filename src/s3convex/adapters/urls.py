@@ -2,22 +2,55 @@
 
 With a public base, :class:`FallbackUrls` falls back to a presigned URL when the public one
 cannot be made, so a reader still gets a working link (R1.5).
+
+Each source names its configuration (``config``, stored on the asset as ``urlConfig``, R8.3):
+``public:<base URL>`` or ``presigned:<S3_PRESIGN_EXPIRES>``. The name is stable (the same
+settings give the same name on every replica and restart), changes whenever the URLs it makes
+would change, and holds nothing secret: a base URL's user and password, if it has any, are
+replaced by a digest of the whole base (:func:`public_config`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from s3convex.adapters.aws import AwsClients, aws_errors
 from s3convex.adapters.signed_head import SignedHead
 from s3convex.core.errors import PermanentError, SyncError
-from s3convex.core.ports import UrlSource
+from s3convex.core.ports import SignedUrl, UrlSource
 from s3convex.settings import UrlSettings
 
 log = logging.getLogger(__name__)
+
+# Convex refuses a longer urlConfig (MAX_URL_CONFIG_LENGTH in convex/events.ts).
+MAX_URL_CONFIG_LENGTH = 256
+
+
+def presigned_config(expires_in: int) -> str:
+    return f"presigned:{expires_in}"
+
+
+def public_config(base: str) -> str:
+    """``public:<base>`` without a trailing slash (the same URLs either way). A base holding a
+    user or password, or one too long for Convex, is named by a digest of the whole base
+    instead: still stable, still different for every base, and no secret in a record."""
+    base = base.rstrip("/")
+    parts = urlsplit(base)
+    digest = "#" + hashlib.sha256(base.encode()).hexdigest()[:16]
+    if parts.username is not None or parts.password is not None:
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port is not None else host
+        return _fit(f"public:{urlunsplit(parts._replace(netloc=netloc))}", digest)
+    name = f"public:{base}"
+    return name if len(name) <= MAX_URL_CONFIG_LENGTH else _fit(name, digest)
+
+
+def _fit(name: str, digest: str) -> str:
+    return name[:MAX_URL_CONFIG_LENGTH - len(digest)] + digest
 
 
 def public_url(base: str, key: str) -> str:
@@ -29,10 +62,11 @@ def public_url(base: str, key: str) -> str:
 class PublicUrls:
     def __init__(self, base: str) -> None:
         self._base = base
+        self.config = public_config(base)
 
-    async def url_for(self, bucket: str, key: str) -> tuple[str, int | None]:
+    async def url_for(self, bucket: str, key: str, *, expires_in: int | None = None) -> SignedUrl:
         try:
-            return public_url(self._base, key), None
+            return SignedUrl(public_url(self._base, key), None, self.config)
         except (UnicodeError, ValueError) as exc:  # a lone surrogate cannot be percent-encoded
             raise UrlError(f"public URL for {key!r}: {exc}") from exc
 
@@ -48,9 +82,11 @@ class PresignedUrls:
         self._s3 = s3_client
         self._expires_in = expires_in
         self._signed = signed
+        self.config = presigned_config(expires_in)
 
-    async def url_for(self, bucket: str, key: str) -> tuple[str, int | None]:
-        return await self.presign(bucket, key, self._expires_in)
+    async def url_for(self, bucket: str, key: str, *, expires_in: int | None = None) -> SignedUrl:
+        url, expires_at = await self.presign(bucket, key, expires_in or self._expires_in)
+        return SignedUrl(url, expires_at, self.config)
 
     async def presign(self, bucket: str, key: str, expires_in: int) -> tuple[str, int]:
         """A SigV4 GET URL living ``expires_in`` seconds, and when it expires (ms)."""
@@ -71,12 +107,17 @@ class FallbackUrls:
         self._primary = primary
         self._fallback = fallback
 
-    async def url_for(self, bucket: str, key: str) -> tuple[str, int | None]:
+    @property
+    def config(self) -> str:
+        """The primary's: records should end up with its URLs; a fallback URL says its own."""
+        return self._primary.config
+
+    async def url_for(self, bucket: str, key: str, *, expires_in: int | None = None) -> SignedUrl:
         try:
-            return await self._primary.url_for(bucket, key)
+            return await self._primary.url_for(bucket, key, expires_in=expires_in)
         except SyncError as exc:
             log.warning("url generation failed, falling back", extra={"error": str(exc)})
-            return await self._fallback.url_for(bucket, key)
+            return await self._fallback.url_for(bucket, key, expires_in=expires_in)
 
 
 def url_source(urls: UrlSettings, aws: AwsClients) -> UrlSource:

@@ -54,6 +54,8 @@ class AssetChange(BaseModel):
     storageClass: str | None = None
     url: str | None = None
     urlExpiresAt: int | None = None
+    # Which URL configuration made ``url`` (R8.3), e.g. "presigned:3600"; sent with every URL.
+    urlConfig: str | None = Field(default=None, min_length=1, max_length=256)
     urlError: str | None = Field(default=None, max_length=1000)
     sessionId: str | None = None
     sceneId: str | None = None

@@ -33,7 +33,26 @@ class ObjectStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class SignedUrl:
+    """A URL for a reader, and which URL configuration made it."""
+
+    url: str
+    expires_at_ms: int | None  # None: a URL that does not expire (a public base)
+    # The configuration's name, stored on the asset as ``urlConfig`` (R8.3): "public:<base>" or
+    # "presigned:<S3_PRESIGN_EXPIRES>". A public URL that fell back to presigned carries the
+    # presigned one. It names how URLs are made, not one URL's lifetime (``expires_at_ms``).
+    config: str
+
+
 class UrlSource(Protocol):
-    async def url_for(self, bucket: str, key: str) -> tuple[str, int | None]:
-        """``(url, expires_at_ms)``; ``expires_at_ms`` is None for a URL that does not expire."""
+    @property
+    def config(self) -> str:
+        """The name of this source's configuration: what every record's ``urlConfig`` should
+        be once the refresher has brought it in line (a fallback's URLs carry their own)."""
+        ...
+
+    async def url_for(self, bucket: str, key: str, *, expires_in: int | None = None) -> SignedUrl:
+        """The URL to store or hand out; ``expires_in`` (s): a presigned URL lives that long
+        instead of the configured lifetime (a public URL does not expire either way)."""
         ...

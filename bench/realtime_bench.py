@@ -1,0 +1,441 @@
+"""Real-time benchmark: S3 PutObject → a subscribed Convex client's callback, in one run.
+
+    python bench/realtime_bench.py            # 1/s for 30 s and 100/s for 20 s (~3 min)
+    python bench/realtime_bench.py --quick    # 1/s for 10 s and 100/s for 5 s (~2 min)
+
+What it does, all on 127.0.0.1 (see bench/README.md, "Real-time benchmark"):
+
+1. starts LocalStack (host mode, free port, temporary state), the local Convex server with a
+   dev JWT issuer (``convex_local.launcher.DevAuth``), provisions bucket + queue + DLQ +
+   notification, and runs the daemon (``s3convex run``, default settings) for the whole run;
+2. per scenario (rate × subscribers): makes the sessions the uploads go to (``--session-size``
+   uploads each, 10 video takes per scene), owned by the viewer (``access:setOwner``; with
+   ``--users`` also granted to the other viewers), starts N ``convex/browser`` ConvexClients
+   in one Node process (``tests/realtime/subscribe.ts``, one WebSocket each), each subscribed to ``sessions:live``
+   of every one of those sessions with the viewer's JWT, waits until every subscription has
+   its first result, then uploads on a fixed schedule (PutObject, 8 threads);
+3. latency per (upload, client) = the client's callback first showing the asset
+   ``available`` − the start of its PutObject (wall clock across processes on one machine);
+   the split: S3 → Convex commit (the asset's ``updatedAt``, set by ``assets:applyEvents``)
+   and commit → callback;
+4. Convex commit → callback on its own: ``bench/convex_local_sync_bench.ts`` (HTTP writes,
+   no S3, no daemon), run after the stack is stopped;
+5. prints the table and the targets, PASS/FAIL; figures also to
+   ``bench/results/realtime_bench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import _stack
+import httpx
+from _cpu import CpuMeter
+from _report import fmt, percentile
+from _runs import DAEMON, log, run_paced
+from _stack import ROOT, Stack
+
+sys.path.insert(0, str(ROOT))  # convex_local/ (also done by _stack)
+
+from convex_local.launcher import DevAuth, DevToken, LocalConvex, start_local_convex
+
+TSX = ROOT / "node_modules" / ".bin" / "tsx"
+SUBSCRIBER = ROOT / "tests" / "realtime" / "subscribe.ts"
+SYNC_BENCH = ROOT / "bench" / "convex_local_sync_bench.ts"
+RESULTS = ROOT / "bench" / "results"
+
+TARGET_S3_P99_MS = 500.0  # at 100 uploads/s with 100 subscribers
+TARGET_COMMIT_P99_MS = 50.0
+
+
+@dataclass
+class Scenario:
+    rate: float
+    seconds: float
+    subscribers: int
+    users: int = 1  # distinct identities among the subscribers (1: all the same user)
+
+    @property
+    def name(self) -> str:
+        users = f", {self.users} users" if self.users > 1 else ""
+        return f"{self.rate:g}/s, {self.subscribers} sub{users}"
+
+    @property
+    def uploads(self) -> int:
+        return max(1, round(self.rate * self.seconds))
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    rate: float
+    subscribers: int
+    users: int
+    uploads: int
+    sessions: int
+    late_puts: int
+    put_ms_p50: float | None
+    s3_to_client: dict[str, float | None]  # every (upload, client) pair
+    s3_to_last_client: dict[str, float | None]  # per upload, the last of its clients
+    s3_to_commit: dict[str, float | None]
+    commit_to_client: dict[str, float | None]
+    missing: int  # (upload, client) pairs never seen
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+
+def summary(values: list[float]) -> dict[str, float | None]:
+    return {"p50": percentile(values, 50), "p99": percentile(values, 99),
+            "max": max(values) if values else None, "n": float(len(values))}
+
+
+# --- the subscriber process -----------------------------------------------------------------
+
+
+class Subscribers:
+    """N ConvexClients in one Node process; ``seen[key]`` = when each client first saw it."""
+
+    def __init__(self, url: str, tokens: list[str], clients: int, sessions: list[str],
+                 log_path: Path) -> None:
+        self.seen: dict[str, list[float]] = {}
+        self.pending: dict[str, list[float | None]] = {}
+        self.synced = threading.Event()
+        self.closed = threading.Event()
+        self.log = log_path.open("a")
+        self._synced_count = 0
+        self._closed_count = 0
+        self._lock = threading.Lock()
+        config = {"url": url, "tokens": tokens, "clients": clients, "emit": "keys",
+                  "subscriptions": [{"query": "sessions:live", "args": {
+                      "sessionId": s, "paginationOpts": {"numItems": 100, "cursor": None}}}
+                      for s in sessions]}
+        # All the clients in one Node process (client i uses tokens[i % len(tokens)]).
+        self.processes = [subprocess.Popen([str(TSX), str(SUBSCRIBER), json.dumps(config)],
+                                           cwd=ROOT, stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, stderr=self.log, text=True)]
+        for process in self.processes:
+            threading.Thread(target=self._read, args=(process,), daemon=True).start()
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            event = json.loads(line)
+            with self._lock:
+                if event["event"] == "key":
+                    self.seen.setdefault(event["key"], []).extend(event["times"])
+                elif event["event"] == "synced":
+                    self._synced_count += 1
+                    if self._synced_count == len(self.processes):
+                        self.synced.set()
+                elif event["event"] == "closed":
+                    for key, times in event["pending"].items():
+                        self.pending.setdefault(key, []).extend(times)
+        with self._lock:
+            self._closed_count += 1
+            if self._closed_count == len(self.processes):
+                self.closed.set()
+
+    def complete(self, keys: list[str], clients: int) -> bool:
+        with self._lock:
+            return all(len(self.seen.get(k, ())) == clients for k in keys)
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.stdin is not None:
+                with contextlib.suppress(OSError):
+                    process.stdin.close()
+        for process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.closed.wait(10)
+        self.log.close()
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, stack: Stack, auth: DevAuth, workdir: Path, args: argparse.Namespace,
+                 daemon_pid: int) -> None:
+        self.stack = stack
+        self.auth = auth
+        self.workdir = workdir
+        self.args = args
+        self.daemon_pid = daemon_pid
+        self.http = httpx.Client(timeout=60, headers={
+            "Authorization": f"Convex {stack.convex.admin_key}"})
+        self.run_id = secrets.token_hex(3)
+
+    def mutation(self, path: str, args: dict[str, Any]) -> Any:
+        response = self.http.post(f"{self.stack.convex.url}/api/mutation",
+                                  json={"path": path, "args": args, "format": "json"})
+        response.raise_for_status()
+        body = response.json()
+        if body.get("status") != "success":
+            raise RuntimeError(f"{path}: {body}")
+        return body["value"]
+
+    def run(self, sc: Scenario, index: int) -> Outcome:
+        size = self.args.session_size
+        sessions = [f"rt-{self.run_id}-{index}-{k}" for k in range(-(-sc.uploads // size))]
+        viewers: list[DevToken] = [self.auth.token(f"viewer-{self.run_id}-{index}-{u}")
+                                   for u in range(sc.users)]
+        for session in sessions:
+            self.mutation("access:setOwner", {"sessionId": session,
+                                              "ownerId": viewers[0].principal, "actor": "bench"})
+            for viewer in viewers[1:]:
+                self.mutation("access:grant", {"principal": viewer.principal,
+                                               "scope": {"sessionId": session}, "actor": "bench"})
+        # A session holds `size` uploads, 10 takes per scene (each a video of version 1).
+        keys = [f"sessions/{sessions[i // size]}/scenes/scene-{i % size // 10:02d}/v1/"
+                f"take-{i % size:03d}.mp4" for i in range(sc.uploads)]
+        log(f"{sc.name}: {sc.uploads} uploads into {len(sessions)} sessions, "
+            f"{sc.subscribers} ConvexClients × {len(sessions)} subscriptions")
+        subscribers = Subscribers(self.stack.convex.url, [str(v) for v in viewers],
+                                  sc.subscribers, sessions,
+                                  self.workdir / f"subscribers-{index}.log")
+        try:
+            if not subscribers.synced.wait(120):
+                raise RuntimeError("the subscribers did not get their first results")
+            meter = CpuMeter({"localstack": _stack.localstack_pid(self.workdir),
+                              "convex": self.stack.convex.process.pid,
+                              "daemon": self.daemon_pid,
+                              **{f"clients{n}": pid for n, pid in enumerate(subscribers.pids)}})
+            meter.start()
+            started: dict[str, float] = {}
+            put_ms: list[float] = []
+            payload = secrets.token_bytes(512)
+
+            def put(key: str) -> None:
+                t0 = time.time() * 1000
+                self.stack.s3.put_object(Bucket=self.stack.bucket, Key=key, Body=payload,
+                                         ContentType="video/mp4")
+                started[key] = t0
+                put_ms.append(time.time() * 1000 - t0)
+
+            late = run_paced(put, keys, sc.rate, threads=8)
+            deadline = time.monotonic() + self.args.settle
+            while not subscribers.complete(keys, sc.subscribers) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            cpu = meter.stop(0.0)
+        finally:
+            subscribers.close()
+        commits = {r["key"]: float(r["updatedAt"])
+                   for r in self.stack.records(f"sessions/rt-{self.run_id}-{index}-")}
+        each, last, to_commit, commit_to = [], [], [], []
+        missing = 0
+        for key in keys:
+            times = subscribers.seen.get(key, [])
+            missing += sc.subscribers - len(times)
+            if key in commits:
+                to_commit.append(commits[key] - started[key])
+                commit_to.extend(t - commits[key] for t in times)
+            each.extend(t - started[key] for t in times)
+            if len(times) == sc.subscribers:
+                last.append(max(times) - started[key])
+        clients_cpu = sum(v for k, v in cpu.items() if k.startswith("clients"))
+        cpu_s = {k: round(v, 2) for k, v in cpu.items() if not k.startswith("clients")}
+        cpu_s["clients"] = round(clients_cpu, 2)
+        return Outcome(sc.name, sc.rate, sc.subscribers, sc.users, sc.uploads, len(sessions),
+                       late, percentile(put_ms, 50), summary(each), summary(last),
+                       summary(to_commit), summary(commit_to), missing, cpu_s)
+
+
+def run_sync_bench(writes: int) -> dict[str, Any] | None:
+    """``bench/convex_local_sync_bench.ts``: HTTP commit → ConvexClient callback, no S3."""
+    log(f"convex_local_sync_bench.ts with BENCH_WRITES={writes}")
+    done = subprocess.run([str(TSX), str(SYNC_BENCH)], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "BENCH_WRITES": str(writes)}, timeout=600)
+    if done.returncode != 0:
+        log(f"convex_local_sync_bench.ts failed: {done.stderr[-2000:]}")
+        return None
+    sys.stderr.write(done.stdout)
+    return json.loads((RESULTS / "convex_local_sync_bench.json").read_text())
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def ms(value: float | None) -> str:
+    return fmt(value, ".0f")
+
+
+def report(outcomes: list[Outcome], sync: dict[str, Any] | None, args: argparse.Namespace,
+           load_start: float) -> list[str]:
+    lines = [
+        "",
+        f"real-time benchmark — LocalStack + local Convex server + s3convex run (default "
+        f"settings), {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M')}, load average "
+        f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end",
+        f"clients: convex/browser ConvexClient (Node, ws), one WebSocket each, all in one Node "
+        f"process; each subscribed to sessions:live of every session of its scenario "
+        f"({args.session_size} uploads per session)",
+        "CPU s over the upload window (+ settle): per process tree; 'other' = what the machine "
+        "spent outside them (other jobs); 2 cores give at most 2 CPU-s per second",
+        "latencies in ms; 'S3→client' from the start of PutObject to the client's callback "
+        "showing the asset available (every upload × client; 'last' = per upload, its last "
+        "client); 'S3→commit' to assets:applyEvents' updatedAt; 'commit→cb' from there",
+        "",
+    ]
+    header = (f"{'scenario':<24}{'uploads':>8}{'late':>5}{'put p50':>8} │{'S3→client p50':>14}"
+              f"{'p99':>6}{'max':>6} │{'last p99':>9} │{'S3→commit p50':>14}{'p99':>6} │"
+              f"{'commit→cb p50':>14}{'p99':>6} │{'lost':>5} │ CPU s: LS / Cvx / daemon / "
+              f"clients / bench / other / machine")
+    lines += [header, "-" * len(header)]
+    for o in outcomes:
+        c = o.cpu_s
+        lines.append(
+            f"{o.scenario:<24}{o.uploads:>8}{o.late_puts:>5}{ms(o.put_ms_p50):>8} │"
+            f"{ms(o.s3_to_client['p50']):>14}{ms(o.s3_to_client['p99']):>6}"
+            f"{ms(o.s3_to_client['max']):>6} │{ms(o.s3_to_last_client['p99']):>9} │"
+            f"{ms(o.s3_to_commit['p50']):>14}{ms(o.s3_to_commit['p99']):>6} │"
+            f"{ms(o.commit_to_client['p50']):>14}{ms(o.commit_to_client['p99']):>6} │"
+            f"{o.missing:>5} │ {c.get('localstack', 0):.1f} / {c.get('convex', 0):.1f} / "
+            f"{c.get('daemon', 0):.1f} / {c.get('clients', 0):.1f} / {c.get('bench', 0):.1f} / "
+            f"{c.get('other', 0):.1f} / {c.get('machine', 0):.1f}")
+    if sync is not None:
+        lines += ["", f"Convex commit → callback alone (bench/convex_local_sync_bench.ts, "
+                      f"{sync['writes']} sequential HTTP writes per scenario, no S3/daemon):"]
+        for r in sync["results"]:
+            each, every = r.get("callbackMsEach"), r.get("callbackMsAll")
+            lines.append(
+                f"  {r['scenario']:<11} write p50/p99 {r['writeMs']['p50']:.1f} / "
+                f"{r['writeMs']['p99']:.1f} ms"
+                + (f" | commit→callback p50/p99 {each['p50']:.1f} / {each['p99']:.1f} ms "
+                   f"(last client {every['p50']:.1f} / {every['p99']:.1f})" if each else "")
+                + f" | server CPU {r['serverCpuMsPerWrite']} ms/write")
+
+    lines += ["", "targets:"]
+
+    def target(label: str, value: float | None, limit: float, lost: int = 0) -> None:
+        if value is None:
+            lines.append(f"  {label}: not measured")
+            return
+        ok = value < limit and lost == 0
+        extra = f", {lost} callbacks lost" if lost else ""
+        lines.append(f"  {label}: {value:.0f} ms < {limit:.0f} ms{extra} → "
+                     f"{'PASS' if ok else 'FAIL'}")
+
+    for o in outcomes:
+        if o.rate >= 100 and o.subscribers >= 100:
+            who = "one user" if o.users == 1 else f"{o.users} users"
+            target(f"p99 S3 → client at {o.rate:g}/s, {o.subscribers} subscribers ({who}), "
+                   f"every callback", o.s3_to_client["p99"], TARGET_S3_P99_MS, o.missing)
+            target(f"p99 S3 → client at {o.rate:g}/s, {o.subscribers} subscribers ({who}), "
+                   f"last client per upload", o.s3_to_last_client["p99"], TARGET_S3_P99_MS,
+                   o.missing)
+    if sync is not None:
+        for r in sync["results"]:
+            if r.get("callbackMsAll"):
+                target(f"p99 commit → callback, {r['scenario']} (last client)",
+                       r["callbackMsAll"]["p99"], TARGET_COMMIT_P99_MS)
+    lines += ["", "for reference (no target): commit → callback inside the runs above, where the "
+                  "daemon's mutations, LocalStack and the clients share the cores:"]
+    lines += [f"  {o.scenario:<24} p50 {ms(o.commit_to_client['p50'])} / p99 "
+              f"{ms(o.commit_to_client['p99'])} ms" for o in outcomes]
+    return lines
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def scenarios(args: argparse.Namespace) -> list[Scenario]:
+    slow, fast = (10.0, 5.0) if args.quick else (30.0, 20.0)
+    slow = args.slow_seconds or slow
+    fast = args.fast_seconds or fast
+    out = [Scenario(1, slow, 1), Scenario(1, slow, 100), Scenario(100, fast, 1),
+           Scenario(100, fast, 100)]
+    if args.users > 1:
+        out.append(Scenario(100, fast, 100, users=args.users))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="10 s at 1/s, 5 s at 100/s")
+    parser.add_argument("--slow-seconds", type=float, default=0, help="length of the 1/s runs")
+    parser.add_argument("--fast-seconds", type=float, default=0, help="length of the 100/s runs")
+    parser.add_argument("--session-size", type=int, default=50,
+                        help="uploads per session (each subscriber watches every session)")
+    parser.add_argument("--users", type=int, default=10,
+                        help="an extra 100/s, 100-subscriber run with this many distinct users "
+                             "(1 skips it)")
+    parser.add_argument("--settle", type=float, default=30.0,
+                        help="seconds to wait after the last upload for every callback")
+    parser.add_argument("--sync-writes", type=int, default=0,
+                        help="BENCH_WRITES for convex_local_sync_bench.ts (0: 50 quick, 200 full)")
+    parser.add_argument("--keep", type=Path, help="keep the logs in this directory")
+    parser.add_argument("--json", type=Path, default=RESULTS / "realtime_bench.json")
+    args = parser.parse_args()
+
+    load_start = os.getloadavg()[0]
+    _stack.isolate_aws_environment()
+    outcomes: list[Outcome] = []
+    with contextlib.ExitStack() as exit_stack:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            workdir = args.keep
+        else:
+            workdir = Path(exit_stack.enter_context(tempfile.TemporaryDirectory(prefix="rt-")))
+        log("starting LocalStack and the local Convex server")
+        endpoint = exit_stack.enter_context(_stack.localstack(workdir))
+        auth = DevAuth.generate()
+        convex: LocalConvex = start_local_convex("bench-" + secrets.token_hex(16), env=auth.env())
+        exit_stack.callback(convex.stop)
+        stack = _stack.provision(endpoint, convex, workdir)
+        daemon_log = (workdir / "daemon.log").open("a")
+        exit_stack.callback(daemon_log.close)
+        daemon = subprocess.Popen(DAEMON, cwd=ROOT, env=stack.consumer_env(endpoint),
+                                  stdin=subprocess.DEVNULL, stdout=daemon_log, stderr=daemon_log)
+
+        def stop_daemon() -> None:
+            daemon.terminate()
+            try:
+                daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+
+        exit_stack.callback(stop_daemon)
+        bench = Bench(stack, auth, workdir, args, daemon.pid)
+        log("warm-up: 20 uploads at 20/s, 1 subscriber")
+        bench.run(Scenario(20, 1, 1), 0)
+        for index, sc in enumerate(scenarios(args), start=1):
+            outcome = bench.run(sc, index)
+            outcomes.append(outcome)
+            log(f"  S3→client p50 {ms(outcome.s3_to_client['p50'])} p99 "
+                f"{ms(outcome.s3_to_client['p99'])} ms, lost {outcome.missing}")
+    sync = run_sync_bench(args.sync_writes or (50 if args.quick else 200))
+    lines = report(outcomes, sync, args, load_start)
+    print("\n".join(lines))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "quick": args.quick,
+        "session_size": args.session_size, "load_start": load_start,
+        "load_end": os.getloadavg()[0], "outcomes": [asdict(o) for o in outcomes],
+        "sync": sync}, indent=2) + "\n")
+    failed = any(line.endswith("→ FAIL") for line in lines)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
