@@ -159,11 +159,7 @@ class UrlRefresher:
         except SyncError as exc:
             log.warning("url refresh failed", extra={"key": row["key"], "error": str(exc)})
             return {"assetId": row["assetId"], "urlError": (str(exc) or type(exc).__name__)[:500]}
-        update: dict[str, Any] = {"assetId": row["assetId"], "url": signed.url,
-                                  "urlConfig": signed.config}
-        if signed.expires_at_ms is not None:
-            update["urlExpiresAt"] = signed.expires_at_ms
-        return update
+        return {"assetId": row["assetId"], **signed.stored_fields()}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep now and then every interval until ``stop`` is set."""

@@ -114,11 +114,7 @@ class UrlRequests:
         except SyncError as exc:
             log.warning("url request failed", extra={"key": row["key"], "error": str(exc)})
             return {"requestId": row["requestId"], "urlError": (str(exc) or type(exc).__name__)[:500]}
-        fulfilment: dict[str, Any] = {"requestId": row["requestId"], "url": signed.url,
-                                      "urlConfig": signed.config}
-        if signed.expires_at_ms is not None:
-            fulfilment["urlExpiresAt"] = signed.expires_at_ms
-        return fulfilment
+        return {"requestId": row["requestId"], **signed.stored_fields()}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll now and then every interval until ``stop`` is set; at once again after a full batch."""

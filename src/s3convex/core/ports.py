@@ -44,6 +44,14 @@ class SignedUrl:
     # presigned one. It names how URLs are made, not one URL's lifetime (``expires_at_ms``).
     config: str
 
+    def stored_fields(self) -> dict[str, str | int]:
+        """The asset fields Convex stores for it: ``url``, ``urlConfig`` and, if it expires,
+        ``urlExpiresAt``."""
+        fields: dict[str, str | int] = {"url": self.url, "urlConfig": self.config}
+        if self.expires_at_ms is not None:
+            fields["urlExpiresAt"] = self.expires_at_ms
+        return fields
+
 
 class UrlSource(Protocol):
     @property
