@@ -31,7 +31,7 @@ import { ANONYMOUS, CLOCK_TOLERANCE_S, callerIdentity, type AuthVerifier, type C
 import { decodeArgs, renderFunctionError, resolveCallable } from "./calls";
 import { FunctionError, SystemError, newRequestId } from "./errors";
 import { adminKeyMatches } from "./http_api";
-import type { Deployment, Outcome } from "./runtime";
+import type { Deployment, Outcome, ResolvedFunction } from "./runtime";
 import type { QueryEntry, Subscriber, SubscriptionHub } from "./subscriptions";
 import {
   PING,
@@ -337,18 +337,12 @@ export class SyncSession implements Subscriber {
       const text = renderMutationResponse(m.requestId, this.reply({ ok: false, error: e, logLines: [] }, requestId), null);
       this.inQueue(() => this.deliverMutation(text, null));
     };
-    if (m.componentPath) return failed(new FunctionError("Components are not supported by the local server."));
-    const found = resolveCallable(this.ctx.deployment, m.udfPath, "mutation", caller.kind === "admin");
-    if (!found.ok) return failed(new FunctionError(found.message));
-    let args: Value;
-    try {
-      args = decodeArgs(m.args);
-    } catch (e) {
-      return failed(e);
-    }
+    const call = this.resolveCall(m, "mutation", failed);
+    if (call === null) return;
+    const [fn, args] = call;
     const memo: RememberedResponse = { text: null, ts: null, waiting: [] };
     if (key !== null) this.remember(key, memo);
-    void this.ctx.deployment.execute(found.fn, args, callerIdentity(caller), (outcome, ts) => {
+    void this.ctx.deployment.execute(fn, args, callerIdentity(caller), (outcome, ts) => {
       const commitTs = outcome.ok ? ts : null;
       const text = renderMutationResponse(m.requestId, this.reply(outcome, requestId), commitTs);
       memo.text = text;
@@ -357,6 +351,29 @@ export class SyncSession implements Subscriber {
       for (const deliver of memo.waiting.splice(0)) deliver(text, commitTs);
       this.ctx.afterExecute?.();
     });
+  }
+
+  /** The function a Mutation or Action names and its decoded arguments, or null after `failed`. */
+  private resolveCall(
+    m: FunctionCallMessage,
+    kind: "mutation" | "action",
+    failed: (e: unknown) => void,
+  ): [ResolvedFunction, Value] | null {
+    if (m.componentPath) {
+      failed(new FunctionError("Components are not supported by the local server."));
+      return null;
+    }
+    const found = resolveCallable(this.ctx.deployment, m.udfPath, kind, this.caller.kind === "admin");
+    if (!found.ok) {
+      failed(new FunctionError(found.message));
+      return null;
+    }
+    try {
+      return [found.fn, decodeArgs(m.args)];
+    } catch (e) {
+      failed(e);
+      return null;
+    }
   }
 
   /** Run `fn` as a task of the deployment's queue (in order with executions and refreshes). */
@@ -386,16 +403,10 @@ export class SyncSession implements Subscriber {
       const text = renderActionResponse(m.requestId, this.reply({ ok: false, error: e, logLines: [] }, requestId));
       this.inQueue(() => this.send(text));
     };
-    if (m.componentPath) return failed(new FunctionError("Components are not supported by the local server."));
-    const found = resolveCallable(this.ctx.deployment, m.udfPath, "action", caller.kind === "admin");
-    if (!found.ok) return failed(new FunctionError(found.message));
-    let args: Value;
-    try {
-      args = decodeArgs(m.args);
-    } catch (e) {
-      return failed(e);
-    }
-    void this.ctx.deployment.execute(found.fn, args, callerIdentity(caller), (outcome) => {
+    const call = this.resolveCall(m, "action", failed);
+    if (call === null) return;
+    const [fn, args] = call;
+    void this.ctx.deployment.execute(fn, args, callerIdentity(caller), (outcome) => {
       this.send(renderActionResponse(m.requestId, this.reply(outcome, requestId)));
       this.ctx.afterExecute?.();
     });
