@@ -27,6 +27,15 @@ if [ "$(cat .venv/.s3convex-stamp 2>/dev/null)" != "$want" ]; then
   echo "$want" > .venv/.s3convex-stamp
 fi
 
+# promtool (Debian's prometheus package) tests infra/alerts against synthetic series.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "==> installing promtool (Debian: prometheus)"
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y --no-install-recommends prometheus >/dev/null; }
+fi
+
 want=$(stamp package.json package-lock.json)
 if [ "$(cat node_modules/.s3convex-stamp 2>/dev/null)" != "$want" ]; then
   echo "==> installing npm packages"
