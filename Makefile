@@ -1,5 +1,5 @@
 # The two commands of the README, and a few more for development.
-.PHONY: run test stack-up stack-down bench lock clean
+.PHONY: run test stack-up stack-down bench bench-upload lock clean
 
 run:            ## install, start LocalStack + the local Convex server, provision, run the daemon
 	bash scripts/run-local.sh
@@ -15,6 +15,9 @@ stack-down:
 
 bench:          ## consumer benchmark on LocalStack (see bench/README.md)
 	.venv/bin/python bench/consumer_bench.py
+
+bench-upload:   ## S3Storage uploads vs s3transfer and naive put_object (see bench/README.md)
+	.venv/bin/python bench/upload_bench.py $(ARGS)
 
 # requirements.lock: every package of pyproject.toml's dependencies and its `test` extra, pinned
 # exactly with hashes, pip and setuptools included (--allow-unsafe); scripts/setup.sh installs it

@@ -44,8 +44,9 @@ import _stack
 import httpx
 from _cpu import CpuMeter
 from _report import fmt, percentile
+from _rt_stages import STAGES, SignedPut, probe_sqs, stages
 from _runs import DAEMON, log, run_paced
-from _stack import ROOT, Stack
+from _stack import CREDENTIALS, REGION, ROOT, Stack
 
 sys.path.insert(0, str(ROOT))  # convex_local/ (also done by _stack)
 
@@ -93,6 +94,9 @@ class Outcome:
     commit_to_client: dict[str, float | None]
     missing: int  # (upload, client) pairs never seen
     cpu_s: dict[str, float] = field(default_factory=dict)
+    # CPU ms per upload of each process (load-independent, unlike the latencies)
+    cpu_ms_per_upload: dict[str, float] = field(default_factory=dict)
+    stages: dict[str, dict[str, float | None]] = field(default_factory=dict)  # _rt_stages.stages
 
 
 def summary(values: list[float]) -> dict[str, float | None]:
@@ -174,12 +178,14 @@ class Subscribers:
 
 class Bench:
     def __init__(self, stack: Stack, auth: DevAuth, workdir: Path, args: argparse.Namespace,
-                 daemon_pid: int) -> None:
+                 daemon_pid: int, trace: Path) -> None:
         self.stack = stack
         self.auth = auth
         self.workdir = workdir
         self.args = args
         self.daemon_pid = daemon_pid
+        self.trace = trace
+        self.uploader = uploader(stack, args.uploader)
         self.http = httpx.Client(timeout=60, headers={
             "Authorization": f"Convex {stack.convex.admin_key}"})
         self.run_id = secrets.token_hex(3)
@@ -221,15 +227,13 @@ class Bench:
                               **{f"clients{n}": pid for n, pid in enumerate(subscribers.pids)}})
             meter.start()
             started: dict[str, float] = {}
-            put_ms: list[float] = []
-            payload = secrets.token_bytes(512)
+            put_done: dict[str, float] = {}
 
             def put(key: str) -> None:
                 t0 = time.time() * 1000
-                self.stack.s3.put_object(Bucket=self.stack.bucket, Key=key, Body=payload,
-                                         ContentType="video/mp4")
+                self.uploader(key)
                 started[key] = t0
-                put_ms.append(time.time() * 1000 - t0)
+                put_done[key] = time.time() * 1000
 
             late = run_paced(put, keys, sc.rate, threads=8)
             deadline = time.monotonic() + self.args.settle
@@ -254,9 +258,38 @@ class Bench:
         clients_cpu = sum(v for k, v in cpu.items() if k.startswith("clients"))
         cpu_s = {k: round(v, 2) for k, v in cpu.items() if not k.startswith("clients")}
         cpu_s["clients"] = round(clients_cpu, 2)
+        per_upload = {k: round(v * 1000 / sc.uploads, 2) for k, v in cpu_s.items()
+                      if k not in ("other", "machine")}
+        put_ms = [put_done[k] - started[k] for k in started]
         return Outcome(sc.name, sc.rate, sc.subscribers, sc.users, sc.uploads, len(sessions),
                        late, percentile(put_ms, 50), summary(each), summary(last),
-                       summary(to_commit), summary(commit_to), missing, cpu_s)
+                       summary(to_commit), summary(commit_to), missing, cpu_s, per_upload,
+                       stages(self.trace, started, put_done, subscribers.seen))
+
+
+def uploader(stack: Stack, kind: str) -> Any:
+    """``put(key)``: PutObject of a 512-byte video, signed (``SignedPut``) or through boto3."""
+    payload = secrets.token_bytes(512)
+    if kind == "boto3":
+        return lambda key: stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=payload,
+                                               ContentType="video/mp4")
+    signed = SignedPut(stack.endpoint, stack.bucket, REGION, CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                       CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    return lambda key: signed.put(key, payload, "video/mp4")
+
+
+def run_probe(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """LocalStack's S3 → SQS delay at 100/s, before the daemon takes the queue."""
+    n = round(100 * args.probe_seconds)
+    log(f"S3 → SQS probe: {n} uploads at 100/s, 4 long-polling receivers of our own")
+    put = uploader(stack, args.uploader)
+    keys = [f"probe/{secrets.token_hex(4)}/{i:05d}.bin" for i in range(n)]
+    meter = CpuMeter({"localstack": _stack.localstack_pid(stack.workdir)})
+    meter.start()
+    result: dict[str, Any] = dict(probe_sqs(stack.sqs, stack.queue_url, put, keys, 100, run_paced))
+    cpu = meter.stop(0.0)
+    result["cpu_ms_per_upload"] = {k: round(cpu[k] * 1000 / n, 2) for k in ("localstack", "bench")}
+    return result
 
 
 def run_sync_bench(writes: int) -> dict[str, Any] | None:
@@ -279,7 +312,7 @@ def ms(value: float | None) -> str:
 
 
 def report(outcomes: list[Outcome], sync: dict[str, Any] | None, args: argparse.Namespace,
-           load_start: float) -> list[str]:
+           load_start: float, probe: dict[str, Any] | None = None) -> list[str]:
     lines = [
         "",
         f"real-time benchmark — LocalStack + local Convex server + s3convex run (default "
@@ -311,6 +344,21 @@ def report(outcomes: list[Outcome], sync: dict[str, Any] | None, args: argparse.
             f"{o.missing:>5} │ {c.get('localstack', 0):.1f} / {c.get('convex', 0):.1f} / "
             f"{c.get('daemon', 0):.1f} / {c.get('clients', 0):.1f} / {c.get('bench', 0):.1f} / "
             f"{c.get('other', 0):.1f} / {c.get('machine', 0):.1f}")
+    lines += ["", "stages, p50 / p99 ms (from the local Convex server's trace; 's3→server' = "
+                  "PutObject start → the daemon's applyEvents reaching the server), and CPU ms "
+                  "per upload per process:"]
+    for o in outcomes:
+        parts = [f"{name} {ms(o.stages[name]['p50'])}/{ms(o.stages[name]['p99'])}"
+                 for name in STAGES if name in o.stages]
+        cpu = " ".join(f"{k} {v:.2f}" for k, v in o.cpu_ms_per_upload.items())
+        lines += [f"  {o.scenario:<24} " + " | ".join(parts), f"  {'':<24} CPU ms/upload: {cpu}"]
+    if probe is not None:
+        a, b = probe["put→SentTimestamp"], probe["SentTimestamp→received"]
+        lines += ["", f"S3 → SQS alone (no daemon, 100/s, 4 long-polling receivers): PutObject → "
+                      f"SentTimestamp p50/p99 {ms(a['p50'])}/{ms(a['p99'])} ms, → received "
+                      f"{ms(b['p50'])}/{ms(b['p99'])} ms; CPU ms/upload LocalStack "
+                      f"{probe['cpu_ms_per_upload']['localstack']:.2f}, uploader "
+                      f"{probe['cpu_ms_per_upload']['bench']:.2f}"]
     if sync is not None:
         lines += ["", f"Convex commit → callback alone (bench/convex_local_sync_bench.ts, "
                       f"{sync['writes']} sequential HTTP writes per scenario, no S3/daemon):"]
@@ -384,6 +432,15 @@ def main() -> int:
     parser.add_argument("--sync-writes", type=int, default=0,
                         help="BENCH_WRITES for convex_local_sync_bench.ts (0: 50 quick, 200 full)")
     parser.add_argument("--keep", type=Path, help="keep the logs in this directory")
+    parser.add_argument("--uploader", choices=["signed", "boto3"], default="signed",
+                        help="PutObject signed by botocore's signer on a keep-alive connection "
+                             "(a browser's cost), or through boto3 (~2.7 ms of client CPU each)")
+    parser.add_argument("--probe-seconds", type=float, default=5.0,
+                        help="before the daemon starts: uploads at 100/s this long with our own "
+                             "SQS receivers, for LocalStack's S3 → SQS delay (0 skips)")
+    parser.add_argument("--only", action="append", default=[],
+                        help="run only this scenario, RATExSUBSCRIBERSxUSERS (e.g. 100x100x1); "
+                             "repeatable")
     parser.add_argument("--json", type=Path, default=RESULTS / "realtime_bench.json")
     args = parser.parse_args()
 
@@ -399,9 +456,12 @@ def main() -> int:
         log("starting LocalStack and the local Convex server")
         endpoint = exit_stack.enter_context(_stack.localstack(workdir))
         auth = DevAuth.generate()
-        convex: LocalConvex = start_local_convex("bench-" + secrets.token_hex(16), env=auth.env())
+        trace = workdir / "convex-trace.jsonl"
+        convex: LocalConvex = start_local_convex("bench-" + secrets.token_hex(16), env={
+            **auth.env(), "CONVEX_LOCAL_TRACE": str(trace)})
         exit_stack.callback(convex.stop)
         stack = _stack.provision(endpoint, convex, workdir)
+        probe = run_probe(stack, args) if args.probe_seconds > 0 else None
         daemon_log = (workdir / "daemon.log").open("a")
         exit_stack.callback(daemon_log.close)
         daemon = subprocess.Popen(DAEMON, cwd=ROOT, env=stack.consumer_env(endpoint),
@@ -416,23 +476,25 @@ def main() -> int:
                 daemon.wait()
 
         exit_stack.callback(stop_daemon)
-        bench = Bench(stack, auth, workdir, args, daemon.pid)
+        bench = Bench(stack, auth, workdir, args, daemon.pid, trace)
         log("warm-up: 20 uploads at 20/s, 1 subscriber")
         bench.run(Scenario(20, 1, 1), 0)
         for index, sc in enumerate(scenarios(args), start=1):
+            if args.only and f"{sc.rate:g}x{sc.subscribers}x{sc.users}" not in args.only:
+                continue
             outcome = bench.run(sc, index)
             outcomes.append(outcome)
             log(f"  S3→client p50 {ms(outcome.s3_to_client['p50'])} p99 "
                 f"{ms(outcome.s3_to_client['p99'])} ms, lost {outcome.missing}")
     sync = run_sync_bench(args.sync_writes or (50 if args.quick else 200))
-    lines = report(outcomes, sync, args, load_start)
+    lines = report(outcomes, sync, args, load_start, probe)
     print("\n".join(lines))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "quick": args.quick,
         "session_size": args.session_size, "load_start": load_start,
-        "load_end": os.getloadavg()[0], "outcomes": [asdict(o) for o in outcomes],
-        "sync": sync}, indent=2) + "\n")
+        "load_end": os.getloadavg()[0], "uploader": args.uploader, "sqs_probe": probe,
+        "outcomes": [asdict(o) for o in outcomes], "sync": sync}, indent=2) + "\n")
     failed = any(line.endswith("→ FAIL") for line in lines)
     return 1 if failed else 0
 

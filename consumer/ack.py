@@ -9,6 +9,7 @@ the DLQ with its reason, then deleted — a crash between the two duplicates, ne
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,12 @@ from typing import Any
 from s3convex.adapters.sqs_batch import delete_batch
 from s3convex.consumer.batching import MicroBatcher
 from s3convex.consumer.inflight import InFlight, InFlightMessage
-from s3convex.consumer.telemetry import messages_finished
+from s3convex.consumer.telemetry import (
+    SQS,
+    messages_finished,
+    note_dead_letter,
+    operation_duration,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +68,28 @@ class Acknowledger:
         finally:
             await self._in_flight.done(message)
 
-    async def dead_letter(self, message: InFlightMessage, reason: str) -> None:
+    async def dead_letter(self, message: InFlightMessage, reason: str) -> str | None:
+        """Send to the DLQ, then delete; the DLQ's message id, or None if the send failed."""
         attributes = _dlq_attributes(message, reason)
+        started = time.monotonic()
         try:
-            await self._sqs.send_message(
+            sent = await self._sqs.send_message(
                 QueueUrl=self._dlq_url, MessageBody=message.body, MessageAttributes=attributes
             )
         except Exception as exc:
+            operation_duration.record(time.monotonic() - started, {
+                **SQS, "messaging.operation.name": "send", "error.type": type(exc).__name__})
             log.error("dead-letter send failed; message will be retried",
                       extra={"error": str(exc)})
             await self._in_flight.done(message)
-            return
-        log.warning("dead-lettered", extra={"reason": reason, "receive_count": message.receive_count})
+            return None
+        operation_duration.record(time.monotonic() - started, {**SQS, "messaging.operation.name": "send"})
+        note_dead_letter(reason)
+        dlq_message_id = sent.get("MessageId") if isinstance(sent, dict) else None
+        log.warning("dead-lettered", extra={"reason": reason, "receive_count": message.receive_count,
+                                            "dlq_message_id": dlq_message_id})
         await self.delete(message, outcome="dead_lettered")
+        return dlq_message_id
 
     async def _delete_batch(self, messages: Sequence[InFlightMessage]) -> list[bool]:
         return await delete_batch(self._sqs, self._queue_url, [m.receipt_handle for m in messages],

@@ -38,6 +38,8 @@ COMMAND_MODULES = {
     "url": "s3convex.consumer.ops.url",  # s3convex url
     "watch": "s3convex.consumer.ops.watch",  # s3convex watch --session S | --key K
     "upload": "s3convex.consumer.ops.upload",  # s3convex upload DIR --session S --scene X --version N
+    "trace": "s3convex.consumer.ops.trace",  # s3convex trace BUCKET/KEY
+    "bridge": "s3convex.consumer.ops.bridge",  # s3convex bridge (MinIO webhook → SQS)
 }
 _OWN_COMMANDS = frozenset({"run", "config"})
 

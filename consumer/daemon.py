@@ -9,7 +9,8 @@ Shutdown order (a signal only sets the stop event):
 4. batchers drain, clients close, exit 0. A second signal exits at once; SQS redelivers.
 
 If a supervised task (a poller, the heartbeat, a batcher, the URL refresher, the URL-request
-fulfiller) dies, the daemon stops and exits 1 instead of running half-alive.
+fulfiller, the stalled-upload sweeper) dies, the daemon stops and exits 1 instead of running
+half-alive.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from s3convex.consumer.inflight import InFlight, InFlightMessage
 from s3convex.consumer.pipeline import Pipeline
 from s3convex.consumer.receive import Receiver
 from s3convex.consumer.retry import RetryPolicy
-from s3convex.consumer.telemetry import configure_metrics
+from s3convex.consumer.telemetry import QueueDepthSampler, configure_metrics
+from s3convex.consumer.tracing import DeadLetterRecords, configure_tracing
+from s3convex.consumer.upload_sweeper import UploadSweeper
 from s3convex.consumer.url_refresh import UrlRefresher
 from s3convex.consumer.url_requests import UrlRequests
 from s3convex.core.errors import StorageError
@@ -49,11 +52,13 @@ log = logging.getLogger(__name__)
 
 
 def run_daemon(settings: Settings, *, drain: bool = False) -> int:
-    provider = configure_metrics()
+    # Metrics and traces as the OTEL_* variables ask (consumer/telemetry.py, consumer/tracing.py);
+    # shutting the providers down flushes what OTLP has not sent yet.
+    providers = [p for p in (configure_metrics(), configure_tracing()) if p is not None]
     try:
         return asyncio.run(Daemon(settings, drain=drain).run())
     finally:
-        if provider is not None:
+        for provider in providers:
             provider.shutdown()
 
 
@@ -108,6 +113,8 @@ class Daemon:
             changes=changes,
             acknowledger=acknowledger,
             retry_policy=RetryPolicy(max_receive_count=s.sqs.max_receive_count),
+            dead_letter_records=DeadLetterRecords(convex),  # for `s3convex trace`
+            queue_name=queue_url.rstrip("/").rsplit("/", 1)[-1],
         )
         wait_seconds = min(s.consumer.wait_seconds, 2) if self.drain else s.consumer.wait_seconds
         receiver = Receiver(aws.sqs, queue_url, in_flight, wait_seconds=wait_seconds,
@@ -146,7 +153,19 @@ class Daemon:
                 requests = UrlRequests(convex, urls, [s.aws.bucket], interval_s=s.urls.request_poll_ms / 1000,
                                        lifetime_for=s.urls.expires_for)
                 background.add(asyncio.create_task(requests.run(self._stop), name="url-requests"))
-        if s.consumer.health_port is not None:  # /healthz and /readyz (consumer/probes.py), supervised
+            if s.consumer.upload_sweep_interval:  # stalled uploads → failed (consumer/upload_sweeper.py)
+                sweeper = UploadSweeper(convex, stale_after_s=s.consumer.upload_stale_after,
+                                        interval_s=s.consumer.upload_sweep_interval)
+                background.add(asyncio.create_task(sweeper.run(self._stop), name="upload-sweeper"))
+        # Queue/DLQ depth gauges and the daemon's own alerts (consumer/telemetry.py, alerts.py).
+        from s3convex.consumer.alerts import AlertWatch
+
+        sampler = QueueDepthSampler(aws.sqs, {"source": queue_url, "dlq": dlq_url},
+                                    interval_s=s.telemetry.queue_metrics_interval)
+        background.add(asyncio.create_task(sampler.run(self._stop), name="queue-metrics"))
+        watch = AlertWatch(s.telemetry, check_seconds=s.telemetry.alert_check_seconds)
+        background.add(asyncio.create_task(watch.run(self._stop), name="alert-watch"))
+        if s.consumer.health_port is not None:  # /healthz, /readyz, /metrics (consumer/probes.py), supervised
             from s3convex.consumer.probes import daemon_probes
 
             background.add(asyncio.create_task(

@@ -12,6 +12,7 @@ import time
 from typing import Any, Protocol
 
 from s3convex.consumer.inflight import MAX_VISIBILITY_SECONDS, InFlightMessage
+from s3convex.consumer.telemetry import heartbeat_extensions
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,10 @@ class VisibilityHeartbeat:
         except Exception as exc:
             # Not fatal by itself: the next beat tries again well before visibility runs out.
             log.warning("heartbeat failed", extra={"error": str(exc)})
+            heartbeat_extensions.add(len(entries), {"outcome": "failed"})
             return
+        heartbeat_extensions.add(len(response.get("Successful", [])), {"outcome": "ok"})
+        heartbeat_extensions.add(len(response.get("Failed", [])), {"outcome": "failed"})
         for success in response.get("Successful", []):
             message, timeout = by_id[success["Id"]]
             message.visible_until = now + timeout

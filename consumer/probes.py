@@ -1,4 +1,5 @@
-"""The daemon's HTTP probes on ``HEALTH_PORT``: ``/healthz`` (alive) and ``/readyz`` (ready).
+"""The daemon's HTTP endpoints on ``HEALTH_PORT``: ``/healthz`` (alive), ``/readyz`` (ready) and
+``/metrics`` (Prometheus text format).
 
 - ``/healthz`` answers 200 as long as the event loop does: a wedged loop or a dead process is
   what a liveness probe should restart.
@@ -8,6 +9,10 @@
   ``assets:getByKey``), at most one check at a time per dependency, so probes cost the
   dependencies at most one call per ``fresh_seconds`` while they are healthy. 503 otherwise,
   with the reasons as JSON.
+
+- ``/metrics`` renders prometheus_client's default registry, where OpenTelemetry's
+  ``PrometheusMetricReader`` (``consumer/telemetry.py``) collects the SDK's instruments at each
+  scrape: nothing is computed between scrapes.
 
 Served with ``aiohttp.web`` (already installed: aiobotocore's transport) as a supervised task
 of the daemon: if it cannot bind its port, the daemon stops.
@@ -87,6 +92,16 @@ class Readiness:
         return ready, details
 
 
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def scrape() -> bytes:
+    """The metrics as Prometheus text; collecting is cheap (reads the SDK's aggregations)."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    return generate_latest(REGISTRY)
+
+
 class ProbeServer:
     # All interfaces by default: an orchestrator probes the pod's address, not loopback.
     def __init__(self, readiness: Readiness, port: int, *, host: str = "0.0.0.0") -> None:
@@ -113,12 +128,15 @@ class ProbeServer:
             await runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
+        if request.path == "/metrics" and request.method in ("GET", "HEAD"):
+            return web.Response(body=scrape(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE,
+                                                        "Cache-Control": "no-store"})
         status, body = await self.route(request.method, request.path)
         return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
 
     async def route(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
         if path not in ("/healthz", "/readyz"):
-            return 404, {"error": f"no such probe {path}; try /healthz or /readyz"}
+            return 404, {"error": f"no such probe {path}; try /healthz, /readyz or /metrics"}
         if method not in ("GET", "HEAD"):
             return 405, {"error": "use GET"}
         if path == "/healthz":

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from s3convex.consumer.inflight import InFlight, InFlightMessage
-from s3convex.consumer.telemetry import messages_received
+from s3convex.consumer.telemetry import SQS, note_received, operation_duration
 from s3convex.core.errors import SyncError
 from s3convex.core.retrying import RetryBudget, with_retries
 
@@ -37,6 +38,7 @@ class Receiver:
         self._wait_seconds = wait_seconds
         self._visibility_timeout = visibility_timeout
         self.empty_receives = 0  # consecutive receives that returned nothing, all pollers
+        self._queue_name = queue_url.rstrip("/").rsplit("/", 1)[-1]
 
     async def poll(self, deliver: Callable[[InFlightMessage], None], stop: asyncio.Event) -> None:
         """One poller: receive → hand each message to ``deliver`` → repeat until ``stop``.
@@ -54,7 +56,7 @@ class Receiver:
                 await self._in_flight.unreserve(wanted - len(messages))
             self.empty_receives = 0 if messages else self.empty_receives + 1
             if messages:
-                messages_received.add(len(messages))
+                note_received(messages, self._queue_name)
             for raw in messages:
                 message = InFlightMessage.from_sqs(raw, self._visibility_timeout)
                 self._in_flight.add(message)
@@ -63,14 +65,22 @@ class Receiver:
     async def _receive(self, wanted: int, stop: asyncio.Event) -> list[dict[str, Any]]:
         if stop.is_set():  # stopped while waiting (for a slot, or to try again): take nothing
             return []
-        response = await self._sqs.receive_message(
-            QueueUrl=self._queue_url,
-            MaxNumberOfMessages=wanted,
-            WaitTimeSeconds=self._wait_seconds,
-            AttributeNames=_ATTRIBUTES,
-            MessageSystemAttributeNames=_ATTRIBUTES,
-            MessageAttributeNames=["All"],
-        )
+        started = time.monotonic()
+        attributes = {**SQS, "messaging.operation.name": "receive"}
+        try:
+            response = await self._sqs.receive_message(
+                QueueUrl=self._queue_url,
+                MaxNumberOfMessages=wanted,
+                WaitTimeSeconds=self._wait_seconds,
+                AttributeNames=_ATTRIBUTES,
+                MessageSystemAttributeNames=_ATTRIBUTES,
+                MessageAttributeNames=["All"],
+            )
+        except Exception as exc:
+            attributes["error.type"] = type(exc).__name__
+            raise
+        finally:  # a long poll's duration is mostly waiting: still what the call took
+            operation_duration.record(time.monotonic() - started, attributes)
         return response.get("Messages", [])
 
 

@@ -42,6 +42,7 @@ from typing import Any
 
 from s3convex.adapters.convex import ConvexClient
 from s3convex.adapters.convex_pages import convex_pages
+from s3convex.consumer.telemetry import note_refresh, url_refresh_sweeps
 from s3convex.core.errors import ConvexFunctionError, RetryableError, SyncError
 from s3convex.core.ports import UrlSource
 
@@ -169,7 +170,9 @@ class UrlRefresher:
                 report = await self.refresh_once()
             except RetryableError as exc:
                 log.warning("url refresh skipped", extra={"error": str(exc)})
+                url_refresh_sweeps.add(1, {"outcome": "skipped"})
             else:
+                note_refresh(report.outcomes + report.realigned)
                 if report.scanned or report.out_of_config:
                     log.info("urls refreshed", extra={
                         **report.to_dict(), "ms": round((time.monotonic() - started) * 1000, 1)})

@@ -50,6 +50,7 @@ import {
   usableStored,
 } from "./model/access";
 import { principalOf } from "./model/identity";
+import { goneOf, sessionGone } from "./model/lifecycle";
 import {
   FORBIDDEN,
   UNAUTHENTICATED,
@@ -157,10 +158,17 @@ export const authorize = internalMutation({
     );
     if (!decision.allowed) return deny(ctx, about, decision.reason);
     const grantId = decision.via === "grant" ? decision.grantId : undefined;
-    if (asset.status === "deleted") {
-      const deletedAt = asset.deletedAt ?? asset.eventTime;
-      const auditId = await audit(ctx, { ...about, outcome: "gone", grantId });
-      return { outcome: "gone", deletedAt, auditId };
+    // Deleted, on its way out of S3 (its own removal or its session's,
+    // convex/LIFECYCLE.md) or lost: never a URL, whatever is stored.
+    const gone = goneOf(asset) ?? (await sessionGone(ctx, asset.sessionId));
+    if (gone !== null) {
+      const auditId = await audit(ctx, {
+        ...about,
+        outcome: "gone",
+        reason: gone.reason,
+        grantId,
+      });
+      return { outcome: "gone", ...gone, auditId };
     }
     if (asset.status !== "available") {
       const reason = unavailableReason(asset);
@@ -508,10 +516,10 @@ export const requestUrl = mutation({
     }
     const grantId = decision.via === "grant" ? decision.grantId : undefined;
     const granted = { ...about, reason: decision.via, grantId };
-    if (asset.status === "deleted") {
-      const deletedAt = asset.deletedAt ?? asset.eventTime;
+    const gone = goneOf(asset) ?? (await sessionGone(ctx, asset.sessionId));
+    if (gone !== null) {
       await audit(ctx, { ...granted, outcome: "gone" });
-      return { status: "error", error: { code: "gone", deletedAt } };
+      return { status: "error", error: { code: "gone", ...gone } };
     }
     if (asset.status !== "available") {
       await audit(ctx, {

@@ -69,9 +69,11 @@ export const MAX_HISTORY = 1_000;
 
 /** Applies S3 events in order; one result per event, in input order. */
 export const applyEvents = internalMutation({
-  args: { events: v.array(s3EventValidator) },
+  // `commit`: the caller's id for this mutation, kept in each history row
+  // it writes (at most 256 characters; the sync service logs it per flush).
+  args: { events: v.array(s3EventValidator), commit: v.optional(v.string()) },
   returns: v.array(applyResultValidator),
-  handler: async (ctx, { events }) => {
+  handler: async (ctx, { events, commit }) => {
     if (events.length > MAX_BATCH_EVENTS) {
       throw new ConvexError({
         code: "BatchTooLarge",
@@ -88,7 +90,7 @@ export const applyEvents = internalMutation({
       const problem = findProblem(event);
       results.push(
         problem === null
-          ? await applyOne(ctx, event, now, changes)
+          ? await applyOne(ctx, event, now, changes, commit?.slice(0, 256))
           : { status: "error", reason: problem },
       );
     }
@@ -103,6 +105,7 @@ async function applyOne(
   event: S3Event,
   now: number,
   changes: BatchChanges,
+  commit?: string,
 ): Promise<ApplyResult> {
   const asset = await ctx.db
     .query("assets")
@@ -132,7 +135,15 @@ async function applyOne(
       after: stateOf({ ...fields, _id: assetId }),
     });
   } else {
-    const verdict = judge(recordPosition(asset), eventPosition(event));
+    // The S3 removal event of our own cleanup (convex/lifecycle.ts), after
+    // the tombstone it wrote: a duplicate, so history holds one removal.
+    const cleaned =
+      asset.status === "deleted" &&
+      asset.deleteReason !== undefined &&
+      event.type === "removed";
+    const verdict = cleaned
+      ? "duplicate"
+      : judge(recordPosition(asset), eventPosition(event));
     if (verdict !== "applied") {
       // A version's history still learns that this file existed then.
       if (verdict === "stale" && event.type === "created")
@@ -174,6 +185,8 @@ async function applyOne(
     versionId: event.versionId,
     contentType: event.contentType,
     source: event.source,
+    correlation: event.correlation,
+    commit,
     appliedAt: now,
   });
   return { status: "applied", assetId };
@@ -196,6 +209,12 @@ function available() {
     deletedAt: undefined,
     error: undefined,
     urlError: undefined,
+    // A new object at the key ends any lifecycle of the old one
+    // (convex/LIFECYCLE.md): the worker never removes a non-pending record.
+    deletedBy: undefined,
+    deleteReason: undefined,
+    cleanup: undefined,
+    missingSince: undefined,
   };
 }
 

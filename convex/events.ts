@@ -7,7 +7,7 @@
  * never blocks the others.
  */
 import { Infer, v } from "convex/values";
-import { eventType, objectFields } from "./schema";
+import { correlationValidator, eventType, objectFields } from "./schema";
 
 /**
  * The caller splits larger batches; this keeps a worst-case batch inside a
@@ -30,6 +30,9 @@ export const MAX_EVENT_BYTES = 7 * 1024;
 /** A URL configuration's name is a short label, not a document. */
 export const MAX_URL_CONFIG_LENGTH = 256;
 
+/** Each correlation id: S3's request ids are 16 and ~76 characters, SQS's 36. */
+export const MAX_CORRELATION_ID_LENGTH = 256;
+
 /** S3's own limit on a key. */
 export const MAX_KEY_BYTES = 1024;
 
@@ -46,8 +49,10 @@ export const s3EventValidator = v.object({
   ...objectFields,
   // Why no URL could be made; the record keeps its last good URL (R1.5).
   urlError: v.optional(v.string()),
-  // Correlation with the delivery, e.g. "sqs:<messageId>"; lands in history.
+  // The record's eventSource ("aws:s3", "minio:s3"); lands in history.
   source: v.optional(v.string()),
+  // What caused the event, kept in its history row for `s3convex trace`.
+  correlation: v.optional(correlationValidator),
 });
 
 export type S3Event = Infer<typeof s3EventValidator>;
@@ -103,6 +108,12 @@ export function findProblem(event: S3Event): string | null {
       return `${field} is not a finite number`;
     }
   }
+  for (const [name, value] of Object.entries(event.correlation ?? {})) {
+    if (value !== undefined && (value === "" || value.length > MAX_CORRELATION_ID_LENGTH)) {
+      return `correlation.${name} is empty or longer than ${MAX_CORRELATION_ID_LENGTH} characters`;
+    }
+  }
+  // The correlation counts toward this bound: a worst-case batch does not grow.
   if (utf8.encode(JSON.stringify(event)).length > MAX_EVENT_BYTES) {
     return `event is larger than ${MAX_EVENT_BYTES} bytes`;
   }

@@ -8,7 +8,58 @@ export const assetStatus = v.union(
   // Known only from the uploader (convex/uploads.ts): no S3 event yet.
   v.literal("pending"),
   v.literal("uploading"),
+  // Lifecycle (convex/LIFECYCLE.md): marked for removal from S3 (a session
+  // deleted, or an obsolete scene version), given up on after
+  // CLEANUP_MAX_ATTEMPTS, or available in Convex but not in S3.
+  v.literal("cleanup_pending"),
+  v.literal("cleanup_failed"),
+  v.literal("missing"),
 );
+
+/** Why an asset or session is on its way out of S3 (convex/LIFECYCLE.md). */
+export const cleanupCause = v.union(
+  v.literal("session"),
+  v.literal("retention"),
+);
+
+/**
+ * An asset's removal from S3: when it may happen (`nextAttemptAt`: the end
+ * of the grace period, then the backoff after a failure), how often it was
+ * tried, and what it was before, for `sessions:restore`.
+ */
+export const cleanupState = v.object({
+  cause: cleanupCause,
+  requestedAt: v.number(),
+  graceUntil: v.number(),
+  attempts: v.number(),
+  nextAttemptAt: v.number(),
+  lastError: v.optional(v.string()),
+  previousStatus: v.string(),
+  // The cleanup run that removed it (`cleanupRuns.runId`).
+  runId: v.optional(v.string()),
+});
+
+/** Where a session's deletion is (progress on the session record). */
+export const sessionDeletion = v.object({
+  // marking: pages of assets still being marked; pending: all marked, the
+  // worker removes them once the grace has passed; deleted: none left;
+  // restoring / restored: `sessions:restore` ran.
+  state: v.union(
+    v.literal("marking"),
+    v.literal("pending"),
+    v.literal("deleted"),
+    v.literal("restoring"),
+    v.literal("restored"),
+  ),
+  requestedAt: v.number(),
+  graceUntil: v.number(),
+  // Assets marked (or restored) so far, and the page cursor to go on from.
+  marked: v.number(),
+  restored: v.optional(v.number()),
+  cursor: v.optional(v.string()),
+  // Bumped by every delete/restore: a continuation of an older one stops.
+  generation: v.number(),
+});
 
 /** Where the uploader says one file is (convex/uploads.ts, convex/UPLOADS.md). */
 export const uploadStatus = v.union(
@@ -64,6 +115,16 @@ export const encryption = v.object({
   kmsKeyId: v.optional(v.string()),
 });
 
+/** What caused an applied event; each id at most 256 characters (convex/events.ts). */
+export const correlationValidator = v.object({
+  // x-amz-request-id and x-amz-id-2 from the S3 record's responseElements.
+  s3RequestId: v.optional(v.string()),
+  s3HostId: v.optional(v.string()),
+  sqsMessageId: v.optional(v.string()),
+  // The uploader's run (x-amz-meta-s3convex-run-id), when it wrote the object.
+  uploadRunId: v.optional(v.string()),
+});
+
 /**
  * What the object looks like according to the event that described it.
  * Shared by the event validator and the asset record, so "replace all
@@ -116,6 +177,10 @@ export const sessionSummary = v.object({
   // since fills them (convex/model/sessions.ts).
   pending: v.optional(v.number()),
   uploading: v.optional(v.number()),
+  // Lifecycle statuses (convex/LIFECYCLE.md); absent on older summaries.
+  cleanup_pending: v.optional(v.number()),
+  cleanup_failed: v.optional(v.number()),
+  missing: v.optional(v.number()),
   // Available assets only.
   bytes: v.number(),
   byKind: v.record(v.string(), v.number()),
@@ -219,6 +284,13 @@ export default defineSchema({
     createdAt: v.number(),
     updatedAt: v.number(),
     deletedAt: v.optional(v.number()),
+    // Who asked for the removal and why ("session deleted", "retention"),
+    // and the cleanup's progress (convex/LIFECYCLE.md).
+    deletedBy: v.optional(v.string()),
+    deleteReason: v.optional(v.string()),
+    cleanup: v.optional(cleanupState),
+    // When S3 was seen not to hold an object Convex thought available.
+    missingSince: v.optional(v.number()),
     error: v.optional(v.string()),
     // What the uploader last reported (convex/uploads.ts). `revision` 0: no
     // S3 event applied yet, the position fields above are placeholders and
@@ -237,7 +309,15 @@ export default defineSchema({
     // the sweep that brings them in line after a change (R8.3, convex/urls.ts).
     .index("by_url_config", ["bucket", "status", "urlConfig"])
     // Uploads by the time of their last progress, for `uploads:sweepStale`.
-    .index("by_upload_progress", ["status", "upload.updatedAt"]),
+    .index("by_upload_progress", ["status", "upload.updatedAt"])
+    // Pending removals by when they are due, overall and per session
+    // (convex/lifecycle.ts).
+    .index("by_cleanup_due", ["status", "cleanup.nextAttemptAt"])
+    .index("by_session_cleanup_due", [
+      "sessionId",
+      "status",
+      "cleanup.nextAttemptAt",
+    ]),
 
   assetVersions: defineTable({
     assetId: v.id("assets"),
@@ -254,6 +334,10 @@ export default defineSchema({
     contentType: v.optional(v.string()),
     // Correlation with the delivery that carried the event, e.g. "sqs:<id>".
     source: v.optional(v.string()),
+    // What caused it (S3 request, SQS message, upload run) and the mutation
+    // that committed it, for `s3convex trace` (convex/trace.ts).
+    correlation: v.optional(correlationValidator),
+    commit: v.optional(v.string()),
     appliedAt: v.number(),
   })
     .index("by_asset", ["assetId", "revision"])
@@ -268,6 +352,12 @@ export default defineSchema({
     // The latest upload run that reported on the session (convex/uploads.ts).
     runId: v.optional(v.string()),
     summary: sessionSummary,
+    // Set by `sessions:delete` (cleared by `sessions:restore`): the public
+    // API answers `gone` from then on (convex/LIFECYCLE.md).
+    deletedAt: v.optional(v.number()),
+    deletedBy: v.optional(v.string()),
+    deleteReason: v.optional(v.string()),
+    deletion: v.optional(sessionDeletion),
     createdAt: v.number(),
     updatedAt: v.number(),
   })
@@ -362,6 +452,23 @@ export default defineSchema({
     .index("by_asset_principal", ["assetId", "principal"])
     .index("by_bucket_status", ["bucket", "status", "requestedAt"]),
 
+  // Messages the sync service sent to the DLQ, one row per key each names
+  // (convex/trace.ts): the failure episodes `s3convex trace` shows.
+  deadLetters: defineTable({
+    bucket: v.string(),
+    key: v.string(),
+    sqsMessageId: v.string(),
+    // The DLQ's id for the copy; `replayRuns.movedIds[].from` when replayed.
+    dlqMessageId: v.optional(v.string()),
+    s3RequestId: v.optional(v.string()),
+    reason: v.string(),
+    receiveCount: v.number(),
+    failedAt: v.number(),
+  })
+    .index("by_bucket_key", ["bucket", "key", "failedAt"])
+    // A retried write finds its row here (convex/trace.ts).
+    .index("by_message", ["sqsMessageId", "bucket", "key"]),
+
   // Audit trail of `s3convex replay` runs, one row per run (convex/operations.ts).
   replayRuns: defineTable({
     runId: v.string(),
@@ -395,6 +502,34 @@ export default defineSchema({
     deleteFailed: v.number(),
     movedIds: v.array(v.object({ from: v.string(), to: v.string() })),
     movedIdsTruncated: v.boolean(),
+    error: v.optional(v.string()),
+    startedAt: v.number(),
+    finishedAt: v.optional(v.number()),
+  })
+    .index("by_run_id", ["runId"])
+    .index("by_started_at", ["startedAt"]),
+
+  // Audit trail of cleanup runs (the daemon's worker, `s3convex cleanup`),
+  // one row per run (convex/lifecycle.ts).
+  cleanupRuns: defineTable({
+    runId: v.string(),
+    operator: v.string(),
+    host: v.optional(v.string()),
+    dryRun: v.boolean(),
+    sessionId: v.optional(v.string()),
+    status: v.union(
+      v.literal("running"),
+      v.literal("completed"),
+      v.literal("failed"),
+    ),
+    examined: v.number(),
+    deleted: v.number(),
+    bytesDeleted: v.number(),
+    failed: v.number(),
+    gaveUp: v.number(),
+    skipped: v.number(),
+    // The first few failures, key and S3's code.
+    errors: v.array(v.object({ key: v.string(), code: v.string() })),
     error: v.optional(v.string()),
     startedAt: v.number(),
     finishedAt: v.optional(v.number()),

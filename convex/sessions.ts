@@ -34,17 +34,27 @@ import {
   QueryCtx,
   internalMutation,
   internalQuery,
+  mutation,
   query,
 } from "./_generated/server";
+import {
+  deletionProgress,
+  progressOf,
+  startDeletion,
+  startRestore,
+} from "./lifecycle";
 import { principalOf } from "./model/identity";
+import { graceSeconds } from "./model/lifecycle";
 import {
   assetProblem,
   bounded,
+  FORBIDDEN,
   emptyPage,
   fail,
   mapPage,
   problemOf,
   readableSession,
+  requirePrincipal,
   role,
   roleOf,
 } from "./model/public";
@@ -293,6 +303,9 @@ export const mine = query({
       .query("videoSessions")
       .withIndex("by_owner", (q) => q.eq("ownerId", principal))
       .order("desc")
+      // Deleted (or deleting) sessions are not listed (convex/LIFECYCLE.md);
+      // rows read stay bounded by `maximumRowsRead`.
+      .filter((q) => q.eq(q.field("deletedAt"), undefined))
       .paginate(bounded(paginationOpts));
     return mapPage(page, publicSessionOf);
   },
@@ -435,6 +448,15 @@ export const live = query({
       .query("assets")
       .withIndex("by_session", (q) => q.eq("sessionId", sessionId))
       .order("desc")
+      // Files on their way out of S3, or removed by a cleanup, are not
+      // listed (an obsolete version's, convex/LIFECYCLE.md).
+      .filter((q) =>
+        q.and(
+          q.neq(q.field("status"), "cleanup_pending"),
+          q.neq(q.field("status"), "cleanup_failed"),
+          q.eq(q.field("deleteReason"), undefined),
+        ),
+      )
       .paginate(bounded(paginationOpts));
     return {
       ...mapPage(assets, liveAssetOf),
@@ -531,3 +553,65 @@ export const sceneView = query({
     };
   },
 });
+
+// --- public: deleting a session (convex/LIFECYCLE.md) -----------------------
+
+async function ownedSession(ctx: QueryCtx, sessionId: string) {
+  const principal = await requirePrincipal(ctx);
+  const session = await sessionBy(ctx, sessionId);
+  // Only the owner; a grantee, a stranger and a session never seen all get
+  // `forbidden` (existence is not revealed).
+  if (session === null || session.ownerId !== principal) fail(FORBIDDEN);
+  return { principal, session };
+}
+
+/**
+ * Deletes the caller's session (R4.1): hidden from every public function at
+ * once, each asset marked `cleanup_pending` with who, when and why, page by
+ * page (MARK_PAGE per mutation, the rest in scheduled ones; progress in the
+ * answer and in `sessions:deletion`). S3 is touched only after
+ * CLEANUP_GRACE_SECONDS (Convex's environment, default a day); until then
+ * `sessions:restore` undoes it. Calling it again reports the progress.
+ *
+ * Throws ConvexError `forbidden` (not the owner). Worst case: 3 index
+ * ranges, 500 assets read and written (≤ 3.5 MB each way), the session
+ * thrice (tests/convex/lifecycleLimits.test.ts).
+ */
+const deleteSession = mutation({
+  args: { sessionId: v.string(), reason: v.optional(v.string()) },
+  returns: deletionProgress,
+  handler: async (ctx, { sessionId, reason }) => {
+    const { principal, session } = await ownedSession(ctx, sessionId);
+    return startDeletion(ctx, session, {
+      actor: principal,
+      reason: (reason ?? "deleted by owner").slice(0, 500),
+      grace: graceSeconds(),
+    });
+  },
+});
+
+/**
+ * Undoes the caller's deletion while its grace lasts. Throws `forbidden`,
+ * or ConvexError `grace_expired` / `not_deleted`. Worst case as `delete`.
+ */
+export const restore = mutation({
+  args: { sessionId: v.string() },
+  returns: deletionProgress,
+  handler: async (ctx, { sessionId }) => {
+    const { session } = await ownedSession(ctx, sessionId);
+    return startRestore(ctx, session);
+  },
+});
+
+/** Where the caller's session's deletion is (null: never deleted). Owner only; 1 index range. */
+export const deletion = query({
+  args: { sessionId: v.string() },
+  returns: v.union(deletionProgress, v.null()),
+  handler: async (ctx, { sessionId }) => {
+    const { session } = await ownedSession(ctx, sessionId);
+    return session.deletion ? progressOf(session) : null;
+  },
+});
+
+// `delete` is a reserved word: registered under that name by export alias.
+export { deleteSession as delete };

@@ -15,6 +15,7 @@ import type { UserIdentity } from "./auth";
 import type { Doc } from "./convex_test_internals";
 import { discoverFunctions, loadSchema, type FunctionsDir } from "./modules";
 import { ReadTracker, type CommittedChange, type ReadSet } from "./read_set";
+import { eventKeys, trace, tracing, wallMs } from "./trace";
 
 export type FunctionKind = "query" | "mutation" | "action";
 
@@ -278,8 +279,13 @@ export class Deployment {
     identity: UserIdentity | null = null,
     then?: (outcome: Outcome, lastCommitTs: bigint) => void,
   ): Promise<Outcome> {
+    const queued = tracing ? wallMs() : 0;
     return this.queue.run(async () => {
+      const start = tracing ? wallMs() : 0;
       const outcome = await this.executeNow(fn, args, identity);
+      if (tracing) {
+        trace({ e: "exec", path: fn.udfPath, queued, start, end: wallMs(), ts: String(this.lastCommitTs), keys: eventKeys(args) });
+      }
       try {
         then?.(outcome, this.lastCommitTs);
       } catch (e) {

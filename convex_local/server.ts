@@ -17,6 +17,7 @@ import { createRequestHandler } from "./http_api";
 import { StateSaver, loadState } from "./persistence";
 import { Deployment } from "./runtime";
 import { SyncServer } from "./sync_server";
+import { startCpuProfile } from "./trace";
 
 const SHUTDOWN_GRACE_MS = 10_000;
 
@@ -82,7 +83,9 @@ async function start(config: Config): Promise<{ server: Server; shutdown: () => 
     server.listen(config.port, "127.0.0.1", () => resolve());
   });
 
+  const writeProfile = startCpuProfile();
   const shutdown = async () => {
+    await writeProfile();
     server.close();
     server.closeIdleConnections();
     sync.close();

@@ -26,13 +26,14 @@ import { decodeArgs, renderFunctionError, resolveCallable } from "./calls";
 import { FunctionError, newRequestId } from "./errors";
 import { ReadSet, type CommittedChange } from "./read_set";
 import { canonicalUdfPath, stableStringify, type Deployment, type Outcome } from "./runtime";
+import { trace, tracing, wallMs } from "./trace";
 
 /** What a session does when the hub refreshes (implemented by SyncSession). */
 export interface Subscriber {
   /** Apply pending query-set / identity changes (may acquire and release entries). */
   prepare(): void;
-  /** Send a Transition to `ts` if anything changed for this subscriber. */
-  emit(ts: bigint): void;
+  /** Send a Transition to `ts` if anything changed for this subscriber; true if it sent one. */
+  emit(ts: bigint): boolean;
 }
 
 export class QueryEntry {
@@ -172,6 +173,9 @@ export class SubscriptionHub {
   private async refresh(): Promise<void> {
     this.refreshQueued = false;
     this.counters.refreshes += 1;
+    const start = tracing ? wallMs() : 0;
+    const reruns = this.counters.reruns;
+    const changed = this.counters.changedResults;
     const ts = this.deployment.lastCommitTs;
     const touched = this.pending;
     this.pending = new Set();
@@ -194,7 +198,14 @@ export class SubscriptionHub {
         for (const subscriber of entry.subscribers.keys()) touched.add(subscriber);
       }
     }
-    for (const subscriber of touched) subscriber.emit(ts);
+    let sent = 0;
+    for (const subscriber of touched) if (subscriber.emit(ts)) sent += 1;
+    if (tracing) {
+      trace({
+        e: "refresh", start, end: wallMs(), ts: String(ts), reruns: this.counters.reruns - reruns,
+        changed: this.counters.changedResults - changed, sent,
+      });
+    }
   }
 
   private async run(entry: QueryEntry): Promise<void> {

@@ -196,8 +196,8 @@ export class SyncSession implements Subscriber {
     this.applied = { querySet: this.received.querySet, identity: this.received.identity };
   }
 
-  emit(ts: bigint): void {
-    if (this.closed) return;
+  emit(ts: bigint): boolean {
+    if (this.closed) return false;
     const modifications: string[] = [];
     for (const id of this.removed) modifications.push(`{"type":"QueryRemoved","queryId":${id}}`);
     this.removed = [];
@@ -215,10 +215,11 @@ export class SyncSession implements Subscriber {
     };
     const covers = this.requiredTs !== null && this.requiredTs <= end.ts;
     const versionMoved = end.querySet !== this.sent.querySet || end.identity !== this.sent.identity;
-    if (modifications.length === 0 && !versionMoved && !covers) return;
+    if (modifications.length === 0 && !versionMoved && !covers) return false;
     if (covers) this.requiredTs = null;
     this.send(renderTransition(this.sent, end, modifications, this.clientClockSkew));
     this.sent = end;
+    return true;
   }
 
   // --- incoming ----------------------------------------------------------------

@@ -178,6 +178,14 @@ mkdir -p "$STATE/etc/localstack" "$STATE/usr/lib"
 ln -sfn "$ROOT/localstack/init" "$STATE/etc/localstack/init"
 ln -sfn "$CATALOG" "$STATE/usr/lib/localstack"
 
+# LocalStack runs every request in its own thread under one GIL. A thread that wakes from I/O
+# waits up to the switch interval (5 ms by default) for a busy thread to let go, at each of the
+# dozen hand-offs a request makes (gateway, handler chain, S3's notification thread, SQS's
+# long-poll wake-up), so under load a 1 ms HeadObject took ~100 ms. LOCALSTACK_SWITCH_INTERVAL
+# (seconds) sets sys.setswitchinterval before LocalStack starts.
+SWITCH_INTERVAL=${LOCALSTACK_SWITCH_INTERVAL:-0.005}
+LAUNCH='import runpy, sys; sys.setswitchinterval(float(sys.argv.pop(1))); sys.argv[0] = "localstack.runtime.main"; runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)'
+
 started=$(now)
 : >"$LOG"
 # DNS_ADDRESS=0: no DNS server on port 53; DISABLE_EVENTS and SKIP_SSL_CERT_DOWNLOAD: no calls
@@ -199,7 +207,7 @@ env -u PYTHONPATH -u VIRTUAL_ENV \
     S3CONVEX_PYTHON="$PROJECT_PYTHON" \
     S3CONVEX_PROVISION="$PROVISION" \
     S3CONVEX_ENDPOINT="$ENDPOINT" \
-    setsid "$VENV/bin/python" -m localstack.runtime.main >>"$LOG" 2>&1 </dev/null &
+    setsid "$VENV/bin/python" -c "$LAUNCH" "$SWITCH_INTERVAL" >>"$LOG" 2>&1 </dev/null &
 echo $! >"$PIDFILE"
 echo "$ENDPOINT" >"$STATE/localstack.endpoint"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -145,3 +146,129 @@ def open_s3(aws: AwsSettings, upload: UploadSettings) -> Any:
     return open_clients(aws, max_pool_connections=upload.concurrency + 4, signed_head=False,
                         s3_checksums=(upload.request_checksum_calculation,
                                       upload.response_checksum_validation))
+
+
+# --- S3 faults below botocore ----------------------------------------------------------------
+
+SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+             b'<Message>Please reduce your request rate. (injected)</Message>'
+             b'<RequestId>fault-proxy</RequestId></Error>')
+_HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection",
+                          "keep-alive", "expect"})
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+
+
+class FaultProxy:
+    """A loopback HTTP proxy in front of S3 (moto, LocalStack) that answers ``503 SlowDown``, as
+    S3 does when throttling, to every request ``fault(method, path, query)`` picks — after
+    reading its body, so the client sees S3's answer and nothing else. Everything else is
+    forwarded as it came. ``seen`` lists every request with the status answered."""
+
+    def __init__(self, target: str, fault: Callable[[str, str, dict[str, str]], bool]) -> None:
+        self.target = target.rstrip("/")
+        self.fault = fault
+        self.seen: list[Seen] = []
+        self.url = ""
+        self._runner: Any = None
+        self._client: Any = None
+
+    async def __aenter__(self) -> FaultProxy:
+        import aiohttp
+        from aiohttp import web
+
+        self._client = aiohttp.ClientSession(auto_decompress=False)
+        app = web.Application(client_max_size=64 * MiB)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        await web.SockSite(self._runner, sock).start()
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._runner.cleanup()
+        await self._client.close()
+
+    def count(self, status: int, path_end: str = "") -> int:
+        return sum(1 for s in self.seen if s.status == status and s.path.endswith(path_end))
+
+    async def _handle(self, request: Any) -> Any:
+        import yarl
+        from aiohttp import web
+
+        body = await request.read()
+        query = dict(request.query)
+        if self.fault(request.method, request.path, query):
+            self.seen.append(Seen(request.method, request.path, query, 503))
+            return web.Response(status=503, body=SLOW_DOWN, content_type="application/xml")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        async with self._client.request(request.method,
+                                        yarl.URL(self.target + request.raw_path, encoded=True),
+                                        headers=headers, data=body) as answer:
+            data = await answer.read()
+            back = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_HEADERS}
+            self.seen.append(Seen(request.method, request.path, query, answer.status))
+            return web.Response(status=answer.status, body=data, headers=back)
+
+
+# --- a render worker in its own process (python -m tests.storage_support) ---------------------
+
+def _worker(argv: Sequence[str]) -> int:
+    """``upload DIR SESSION SCENE VERSION [--owner O] [--wait-go] [--hold]`` through the public
+    API, configured from the environment; one JSON line per step on stdout. ``--wait-go`` waits
+    for a line on stdin before uploading (two workers start together); ``--hold`` never closes
+    the storage after the upload (the test kills the process)."""
+    import argparse
+    import json
+    import sys
+
+    from s3convex import S3Storage
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command", choices=["upload"])
+    parser.add_argument("directory")
+    parser.add_argument("session")
+    parser.add_argument("scene")
+    parser.add_argument("version", type=int)
+    parser.add_argument("--owner")
+    parser.add_argument("--wait-go", action="store_true")
+    parser.add_argument("--hold", action="store_true")
+    args = parser.parse_args(argv)
+
+    def say(event: str, **fields: Any) -> None:
+        print(json.dumps({"event": event, **fields}), flush=True)
+
+    async def run() -> None:
+        async with S3Storage.from_env() as store:
+            say("open")
+            if args.wait_go:
+                await asyncio.to_thread(sys.stdin.readline)
+            if args.owner:
+                await store.create_session(args.session, args.owner)
+            result = await store.upload_dir(args.directory, args.session, args.scene,
+                                            args.version)
+            spool = store.spool
+            say("uploaded", result=result.to_dict(),
+                spooled=spool.spooled if spool else 0,
+                pending=await spool.pending() if spool else 0)
+            if args.hold:
+                await asyncio.to_thread(sys.stdin.readline)  # until killed
+        say("closed")
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(_worker(sys.argv[1:]))

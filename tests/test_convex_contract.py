@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from s3convex.adapters.convex import ConvexClient
-from s3convex.core.asset import AssetChange, Checksums, Encryption, etag_kind
+from s3convex.core.asset import AssetChange, Checksums, Correlation, Encryption, etag_kind
 from s3convex.core.errors import ConvexFunctionError
 from s3convex.core.layout import KeyLayout
 
@@ -36,7 +36,7 @@ RENAMED_ON_RECORD = {"type": "status", "eventName": "lastEventName"}
 # …and into the history row (assetVersions) under its own name.
 HISTORY_FIELDS = frozenset({
     "bucket", "key", "type", "eventName", "eventTime", "sequencer", "size", "etag", "versionId",
-    "contentType", "source",
+    "contentType", "source", "correlation",
 })
 
 
@@ -100,6 +100,8 @@ def samples(run: str) -> list[AssetChange]:
             kmsKeyId="arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
         ),
         storageClass="STANDARD_IA",
+        correlation=Correlation(s3RequestId="C3D13FE58DE4C810", s3HostId="FMyUVURIY8/IgAtTv8xRjskZQpc",
+                                sqsMessageId="0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", uploadRunId="run-1"),
     )
 
     # 2. ObjectCreated of a multipart upload whose URL could not be made: urlError, no url.
@@ -136,6 +138,7 @@ def test_samples_set_every_field_of_the_model() -> None:
     sent = [change.to_convex() for change in changes]
     assert {name for wire in sent for name in wire.get("checksums", {})} == set(Checksums.model_fields)
     assert {name for wire in sent for name in wire.get("encryption", {})} == set(Encryption.model_fields)
+    assert {name for wire in sent for name in wire.get("correlation", {})} == set(Correlation.model_fields)
     # Every field sent is one this test reads back somewhere.
     assert wire_fields(changes) <= RECORD_FIELDS | set(RENAMED_ON_RECORD) | HISTORY_FIELDS
     # The layout filled the session fields from the key.

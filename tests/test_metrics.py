@@ -18,12 +18,15 @@ from s3convex.consumer.apply import ConvexApplier
 from s3convex.core.asset import AssetChange
 from tests.stack import Stack
 
-RECEIVED = "s3convex.messages.received"
+RECEIVED = "messaging.client.consumed.messages"
 FINISHED = "s3convex.messages.finished"
 APPLIED = "s3convex.events.applied"
-FLUSH = "s3convex.flush.duration"
-LAG = "s3convex.event.lag"
+FLUSH = "s3convex.convex.mutation.duration"
+ATTEMPTS = "s3convex.convex.attempts"
+LAG = "s3convex.sync.lag"
+DLQ = "s3convex.dlq.sends"
 STATUSES = ("applied", "stale", "duplicate", "error")
+APPLY = {"convex.function": "assets:applyEvents"}
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,14 @@ class Deltas:
         self._before, self._after = before, after
 
     def _pair(self, name: str, attributes: dict[str, str]) -> tuple[Point, Point]:
-        key = (name, tuple(sorted(attributes.items())))
-        return self._before.get(key, Point(0)), self._after.get(key, Point(0))
+        """The sums over every series of ``name`` carrying (at least) ``attributes``."""
+        wanted = set(attributes.items())
+
+        def total(points: dict[tuple[str, tuple], Point]) -> Point:
+            matching = [p for (n, attrs), p in points.items() if n == name and wanted <= set(attrs)]
+            return Point(sum(p.value for p in matching), sum(p.total for p in matching))
+
+        return total(self._before), total(self._after)
 
     def __call__(self, name: str, **attributes: str) -> float:
         """How much a counter grew, or how many samples a histogram gained."""
@@ -106,13 +115,13 @@ async def test_one_flush_counts_each_result_by_status(
     assert {s: delta(APPLIED, status=s) for s in STATUSES} == {
         "applied": 3, "stale": 1, "duplicate": 1, "error": 2}
     # One mutation: one duration sample, no longer than the call took.
-    assert delta(FLUSH) == 1
-    assert 0 < delta.total(FLUSH) <= elapsed_ms
+    assert delta(FLUSH, **APPLY) == 1
+    assert 0 < 1000 * delta.total(FLUSH, **APPLY) <= elapsed_ms
     # One lag sample per applied event (not for stale, duplicate or error), each the time from
     # the event to the commit.
     assert delta(LAG) == 3
-    assert 3 * (wall_started_ms - event_time) - 3 <= delta.total(LAG)
-    assert delta.total(LAG) <= 3 * (wall_finished_ms - event_time) + 3
+    assert 3 * (wall_started_ms - event_time) - 3 <= 1000 * delta.total(LAG)
+    assert 1000 * delta.total(LAG) <= 3 * (wall_finished_ms - event_time) + 3
     # The applier sends and counts; receiving and acknowledging are not its business.
     assert delta(RECEIVED) == 0
     assert all(delta(FINISHED, outcome=o) == 0 for o in ("deleted", "released", "dead_lettered"))
@@ -135,9 +144,12 @@ async def test_a_batch_convex_rejects_is_bisected_and_only_mutations_that_ran_ar
     # [g0, refused, g1, g2] is refused → [g0, refused] is refused → [g0] applies, [refused]
     # is refused alone; [g1, g2] applies: two mutations ran.
     assert delta(APPLIED, status="applied") == 3
-    assert delta(FLUSH) == 2
+    assert delta(FLUSH, **APPLY) == 2
     assert delta(LAG) == 3
     assert all(delta(APPLIED, status=s) == 0 for s in ("stale", "duplicate"))
+    # Convex refused two mutations (the whole batch, then its first half) and the lone event.
+    assert delta(ATTEMPTS, outcome="rejected", **APPLY) == 3
+    assert delta(ATTEMPTS, outcome="ok", **APPLY) == 2
 
 
 async def test_an_event_convex_refuses_is_counted_as_an_error(
@@ -179,8 +191,16 @@ async def test_drain_is_counted(stack: Stack, metric_reader: InMemoryMetricReade
     assert delta(FINISHED, outcome="deleted") == queued - 1
     assert delta(FINISHED, outcome="dead_lettered") == 1
     assert delta(FINISHED, outcome="released") == 0
-    assert delta(FLUSH) == 7
-    assert 0 < delta.total(FLUSH) <= drain_ms
+    assert delta(FLUSH, **APPLY) == 7
+    assert 0 < 1000 * delta.total(FLUSH, **APPLY) <= drain_ms
+    assert delta(ATTEMPTS, outcome="ok", **APPLY) == 7
+    assert delta(ATTEMPTS, outcome="unavailable") == 0
+    assert delta(DLQ, reason="poison") == 1
+    assert delta(DLQ) == 1
+    # messaging.process.duration: one sample per message, by how it ended.
+    assert delta("messaging.process.duration", **{"s3convex.outcome": "deleted"}) == queued - 1
+    assert delta("messaging.process.duration", **{"s3convex.outcome": "dead_lettered"}) == 1
+    assert delta(RECEIVED, **{"messaging.system": "aws_sqs", "messaging.operation.name": "receive"}) == queued
     assert delta(LAG) == 7  # one lag sample per applied event
     # Each from the upload's eventTime (ms resolution) to its commit, inside this test's time.
-    assert 0 <= delta.total(LAG) <= 7 * (finished_ms - started_ms + 1)
+    assert 0 <= 1000 * delta.total(LAG) <= 7 * (finished_ms - started_ms + 1)

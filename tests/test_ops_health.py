@@ -94,7 +94,8 @@ async def test_daemon_serves_healthz_and_readyz(stack: Stack) -> None:
             assert body["pollers"] == {"running": 2, "total": 2}
             assert body["sqs"]["ok"] and body["convex"]["ok"] and not body["stopping"]
             assert (await http.head("/readyz")).status_code == 200
-            assert (await http.get("/metrics")).status_code == 404
+            assert (await http.get("/metrics")).status_code == 200  # tests/test_observability.py
+            assert (await http.get("/nothing-here")).status_code == 404
             assert (await http.post("/readyz")).status_code == 405
 
             daemon.request_stop()

@@ -18,8 +18,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
-from s3convex.consumer.ops.output import JsonOption, console, emit
+from s3convex.consumer.ops.bridge import minio_command
+from s3convex.consumer.ops.output import JsonOption, console, emit, print_json
 from s3convex.infra.desired import load_infra_settings
+from s3convex.infra.policies import COMPONENTS, Component, policy_documents, resolve_arns
 from s3convex.infra.provision import Provisioner
 
 T = TypeVar("T")
@@ -89,6 +91,25 @@ def down(
             console().print("Nothing to remove.")
 
     emit(report.to_dict(), json_output=json_output, render=render)
+
+
+# `s3convex infra minio --bucket B`: the MinIO side of the webhook bridge (consumer/ops/bridge.py).
+app.command("minio")(minio_command)
+
+
+@app.command()
+def policy(
+    component: Annotated[Component | None, typer.Option(
+        "--component", help="Print only this component's document (default: all, by name).")] = None,
+    account_id: Annotated[str | None, typer.Option(
+        "--account-id", envvar="AWS_ACCOUNT_ID",
+        help="The account in the ARNs (default: SQS_QUEUE_URL's, else the queue's QueueArn).")] = None,
+) -> None:
+    """Print least-privilege IAM policy documents (JSON), scoped to the configured bucket and queues."""
+    settings = load_infra_settings()
+    arns = resolve_arns(settings.aws, settings.sqs, account_id)
+    documents = policy_documents(settings.aws, arns, [component] if component else COMPONENTS)
+    print_json(documents[component] if component else documents)  # always JSON: it is piped to IAM
 
 
 def _provision(operation: Callable[[Provisioner], T]) -> T:

@@ -170,6 +170,8 @@ export const authorizeResult = v.union(
   v.object({
     outcome: v.literal("gone"),
     deletedAt: v.number(),
+    // Why (convex/LIFECYCLE.md): "retention", "missing", the deleter's words.
+    reason: v.optional(v.string()),
     auditId: v.id("accessAudit"),
   }),
   v.object({ outcome: v.literal("not_found"), auditId: v.id("accessAudit") }),

@@ -18,6 +18,7 @@ import { Doc, Id } from "../_generated/dataModel";
 import { QueryCtx } from "../_generated/server";
 import { Permission, permission, sessionPermission } from "./access";
 import { principalOf } from "./identity";
+import { goneOf, sessionGone, sessionGoneOf } from "./lifecycle";
 
 /** The `data` of every ConvexError a public function throws (and of `requestUrl`'s error answer). */
 export const publicError = v.union(
@@ -27,7 +28,13 @@ export const publicError = v.union(
     reason: v.optional(v.literal("unauthenticated")),
   }),
   v.object({ code: v.literal("not_found") }),
-  v.object({ code: v.literal("gone"), deletedAt: v.number() }),
+  // Deleted, on its way out of S3 or lost (`reason`: "retention", "missing",
+  // what the deleter gave; convex/LIFECYCLE.md).
+  v.object({
+    code: v.literal("gone"),
+    deletedAt: v.number(),
+    reason: v.optional(v.string()),
+  }),
   // Allowed, but nothing can be handed out (the asset failed to process).
   v.object({ code: v.literal("unavailable") }),
 );
@@ -137,6 +144,8 @@ export async function readableSession(
   );
   if (!permission.allowed) fail(FORBIDDEN);
   if (session === null) fail({ code: "not_found" });
+  const gone = sessionGoneOf(session);
+  if (gone !== null) fail({ code: "gone", ...gone });
   return { principal, session, permission };
 }
 
@@ -163,8 +172,7 @@ export async function readableAsset(
     now,
   );
   if (!decision.allowed) fail(FORBIDDEN);
-  if (asset.status === "deleted") {
-    fail({ code: "gone", deletedAt: asset.deletedAt ?? asset.eventTime });
-  }
+  const gone = goneOf(asset) ?? (await sessionGone(ctx, asset.sessionId));
+  if (gone !== null) fail({ code: "gone", ...gone });
   return { principal, asset, permission: decision };
 }

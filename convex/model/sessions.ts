@@ -97,6 +97,10 @@ const COUNTERS = [
   "failed",
   "pending",
   "uploading",
+  // Lifecycle statuses (convex/LIFECYCLE.md).
+  "cleanup_pending",
+  "cleanup_failed",
+  "missing",
   "bytes",
   "scenes",
   "filesDone",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -186,6 +187,11 @@ class ConsumerSettings(_Part):
     # Long-poll wait: 10 s keeps SIGTERM → exit under ~10 s at a negligible request cost.
     wait_seconds: int = env("CONSUMER_WAIT_SECONDS", 10, ge=0, le=20)
     health_port: int | None = env("HEALTH_PORT", None, ge=0, le=65535)
+    # The daemon turns `uploading` records without accepted progress for UPLOAD_STALE_AFTER
+    # seconds into `failed` ("upload stalled", uploads:sweepStale), every UPLOAD_SWEEP_INTERVAL
+    # seconds (consumer/upload_sweeper.py); 0: no sweep (e.g. a Convex cron does it instead).
+    upload_sweep_interval: float = env("UPLOAD_SWEEP_INTERVAL", 60.0, ge=0, le=86_400)
+    upload_stale_after: float = env("UPLOAD_STALE_AFTER", 600.0, ge=1, le=SEVEN_DAYS)
 
 
 class UrlSettings(_Part):
@@ -220,8 +226,67 @@ class UrlSettings(_Part):
         return max(1, min(self.refresh_margin, self.presign_expires // 2))
 
 
+_EXPORTERS = r"^\s*(otlp|prometheus|console|none)(\s*,\s*(otlp|prometheus|console|none))*\s*$"
+
+
 class TelemetrySettings(_Part):
+    """Logs, metrics, traces and the daemon's own alerts (README, "Observability").
+
+    The OpenTelemetry SDK and exporters read the standard ``OTEL_*`` variables themselves; the
+    ones named here are validated up front so a typo fails at start, naming the variable.
+    """
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = env("LOG_LEVEL", "INFO")
+    otlp_endpoint: AnyHttpUrl | None = env("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    # Comma-separated otlp, prometheus, console, none; unset: prometheus (+ otlp with an endpoint).
+    metrics_exporter: str | None = env("OTEL_METRICS_EXPORTER", None, pattern=_EXPORTERS)
+    # Queue and DLQ depth for the gauges: one GetQueueAttributes per queue per interval.
+    queue_metrics_interval: float = env("QUEUE_METRICS_INTERVAL_SECONDS", 30.0, ge=1, le=3600)
+    # The daemon's own alerts (consumer/alerts.py): a POST per anomaly, signed with the secret.
+    alert_webhook_url: AnyHttpUrl | None = env("ALERT_WEBHOOK_URL", None)
+    alert_webhook_secret: SecretStr | None = env("ALERT_WEBHOOK_SECRET", None)
+    alert_lag_seconds: float = env("ALERT_LAG_SECONDS", 300.0, gt=0)
+    alert_poison_per_minute: int = env("ALERT_POISON_PER_MINUTE", 10, ge=1)
+    # The same alert is posted again at most this often (logged each time it is noticed).
+    alert_repeat_seconds: float = env("ALERT_REPEAT_SECONDS", 900.0, ge=0)
+    # At most this many webhook posts per minute, all alerts together.
+    alert_max_per_minute: int = env("ALERT_MAX_PER_MINUTE", 6, ge=1)
+    # How often the daemon looks for anomalies.
+    alert_check_seconds: float = env("ALERT_CHECK_SECONDS", 15.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _signed_webhook(self) -> TelemetrySettings:
+        if self.alert_webhook_url is not None and self.alert_webhook_secret is None:
+            raise ValueError("ALERT_WEBHOOK_SECRET is required when ALERT_WEBHOOK_URL is set")
+        return self
+
+
+class BridgeSettings(_Part):
+    """``s3convex bridge``: the HTTP endpoint MinIO's webhook target posts to (README, "MinIO
+    development setup"). Not part of :class:`Settings`: only the bridge needs a token."""
+
+    # All interfaces by default: MinIO (or a Service) reaches the pod's address, not loopback.
+    host: str = env("BRIDGE_HOST", "0.0.0.0")
+    port: int = env("BRIDGE_PORT", 8088, ge=0, le=65535)
+    # What MinIO sends as `Authorization: Bearer <token>` (its auth_token): one word, or MinIO
+    # sends it without the "Bearer " prefix. Never logged.
+    auth_token: SecretStr = env("BRIDGE_AUTH_TOKEN")
+    # Larger bodies get 413. The bound leaves room in SQS's 256 KiB for the DLQ attributes a
+    # poison body is sent with; a MinIO notification is a few KiB.
+    max_body_bytes: int = env("BRIDGE_MAX_BODY_BYTES", 128 * 1024, ge=1024, le=250 * 1024)
+    # Requests handled at once; one more gets 503 with Retry-After (MinIO retries it).
+    max_concurrency: int = env("BRIDGE_MAX_CONCURRENCY", 256, ge=1, le=10_000)
+    # How long a message waits for others to share its SendMessageBatch call (≤ 10 per call).
+    linger_ms: int = env("BRIDGE_LINGER_MS", 10, ge=0, le=1_000)
+    max_concurrent_sends: int = env("BRIDGE_MAX_CONCURRENT_SENDS", 16, ge=1, le=128)
+
+    @field_validator("auth_token")
+    @classmethod
+    def _token_is_one_word(cls, value: SecretStr) -> SecretStr:
+        token = value.get_secret_value()
+        if len(token) < 16 or any(c.isspace() for c in token):
+            raise ValueError("must be one word of at least 16 characters (e.g. `openssl rand -hex 32`)")
+        return value
 
 
 class UploadSettings(_Part):
@@ -257,8 +322,20 @@ class UploadSettings(_Part):
     attempts: int = env("S3_UPLOAD_ATTEMPTS", 3, ge=1, le=10)
     # At most one `uploads:report` mutation per session this often: progress is coalesced.
     status_interval_ms: int = env("S3_UPLOAD_STATUS_INTERVAL_MS", 500, ge=50, le=60_000)
+    # Status writes Convex cannot take (still unreachable after the bounded retry) go to a durable
+    # spool here (SQLite, fsync per write) and are delivered in order when Convex is back, also by
+    # the next process using this directory (storage/spool.py). A local disk that outlives the
+    # process; unset: no spool, the status waits in memory only.
+    spool_dir: Path | None = env("S3_UPLOAD_SPOOL_DIR", None)
+    # The spool's bound (payload bytes); past it a write is refused with SpoolFull, none dropped.
+    spool_max_bytes: int = env("S3_UPLOAD_SPOOL_MAX_BYTES", 256 * MiB, ge=1024, le=64 * GiB)
 
-    @field_validator("multipart_threshold", "part_size", mode="before")
+    @field_validator("spool_dir", mode="before")
+    @classmethod
+    def _blank_spool_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("multipart_threshold", "part_size", "spool_max_bytes", mode="before")
     @classmethod
     def _size(cls, value: Any) -> Any:
         if isinstance(value, str) and (match := _SIZE_RE.match(value)):
@@ -345,7 +422,7 @@ def describe_validation_error(exc: ValidationError, part: type[_Part]) -> str:
         if error["type"] == "missing":
             lines.append(f"{variable} is not set (required)")
         elif field and "input" in error and not isinstance(error["input"], dict):
-            shown = "<hidden>" if "KEY" in variable else repr(error["input"])
+            shown = "<hidden>" if "KEY" in variable or "TOKEN" in variable else repr(error["input"])
             lines.append(f"{variable}={shown} is invalid: {message}")
         else:
             lines.append(f"{variable}: {message}" if field else message)

@@ -28,6 +28,16 @@ class Encryption(BaseModel):
     kmsKeyId: str | None = None
 
 
+class Correlation(BaseModel):
+    """What caused a change, kept in its history row (``convex/events.ts`` ``correlation``)."""
+
+    model_config = ConfigDict(frozen=True)
+    s3RequestId: str | None = Field(default=None, max_length=256)
+    s3HostId: str | None = Field(default=None, max_length=256)
+    sqsMessageId: str | None = Field(default=None, max_length=256)
+    uploadRunId: str | None = Field(default=None, max_length=256)
+
+
 class AssetChange(BaseModel):
     """Mirrors the Convex validator ``s3EventValidator`` in ``convex/events.ts``.
 
@@ -62,6 +72,7 @@ class AssetChange(BaseModel):
     kind: str | None = None
     version: int | None = None
     source: str | None = None
+    correlation: Correlation | None = None
 
     @field_validator("key")
     @classmethod

@@ -16,11 +16,14 @@ methods. The modules, one concern each:
     body       a request body that counts what it sends (and takes back what is re-sent)
     events     UploadSubscriber: progress delivered to whoever listens
     status     StatusWriter (coalesced uploads:report) behind the StatusSink protocol
+    spool      Spool: the durable offline spool (SQLite WAL, fsync per write, bounded)
+    spool_sink SpoolingSink: Convex's sink, spooled while Convex is unreachable, delivered in order
     manifest   the version's manifest.json
     results    UploadedFile, FailedFile, UploadResult — plain data
     metrics    OpenTelemetry instruments
     sync       the blocking facade, on a private event loop thread
-    errors     UploadRefused, KeyOutsideLayout, FileUnreadable, FileChanged, ChecksumMismatch
+    errors     UploadRefused, KeyOutsideLayout, FileUnreadable, FileChanged, ChecksumMismatch,
+               SpoolFull, SpoolUnusable
 """
 
 from __future__ import annotations
@@ -30,11 +33,15 @@ from s3convex.storage.errors import (
     FileChanged,
     FileUnreadable,
     KeyOutsideLayout,
+    SpoolFull,
+    SpoolUnusable,
     UploadRefused,
 )
 from s3convex.storage.events import UploadSubscriber
 from s3convex.storage.plan import PlannedFile
 from s3convex.storage.results import FailedFile, UploadedFile, UploadResult
+from s3convex.storage.spool import Spool
+from s3convex.storage.spool_sink import SpoolingSink
 from s3convex.storage.status import (
     ConvexStatusSink,
     ManifestRef,
@@ -57,6 +64,10 @@ __all__ = [
     "PlannedFile",
     "S3Storage",
     "SessionProgress",
+    "Spool",
+    "SpoolFull",
+    "SpoolUnusable",
+    "SpoolingSink",
     "StatusSink",
     "StatusUpdate",
     "StatusWriter",

@@ -5,7 +5,11 @@
     │   └── KeyOutsideLayout  a key the daemon would not read as this session's (ASSET_KEY_LAYOUT)
     ├── FileUnreadable      a file could not be read while it was uploaded (gone, a directory, EIO)
     ├── FileChanged         a file's size or mtime changed while it was uploaded: its bytes are torn
-    └── ChecksumMismatch    S3 holds a different checksum than the one computed from the file
+    ├── ChecksumMismatch    S3 holds a different checksum than the one computed from the file
+    └── SpoolUnusable       the offline spool's directory or file cannot be used at all
+    RetryableError
+    └── SpoolFull           Convex is unreachable and the offline spool is at its bound: the
+                            newest status write is refused (kept in memory, tried again)
 
 S3's own answers arrive already mapped by :mod:`s3convex.adapters.aws`; :func:`explain_checksum_refusal`
 adds what to do when an S3-compatible store refuses the checksums of an upload.
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from s3convex.core.errors import PermanentError, StorageError, SyncError
+from s3convex.core.errors import PermanentError, RetryableError, StorageError, SyncError
 
 # What S3 (or a compatible store) answers when it does not accept a request's checksum.
 CHECKSUM_REFUSALS = frozenset({
@@ -57,6 +61,14 @@ class FileChanged(PermanentError):
 
 class ChecksumMismatch(PermanentError):
     """S3 reported a checksum other than the one computed from the bytes sent."""
+
+
+class SpoolUnusable(PermanentError):
+    """S3_UPLOAD_SPOOL_DIR cannot hold a spool (not creatable, not writable)."""
+
+
+class SpoolFull(RetryableError):
+    """The spool is at S3_UPLOAD_SPOOL_MAX_BYTES: this write was not spooled, none was dropped."""
 
 
 def explain_checksum_refusal(error: SyncError) -> SyncError:

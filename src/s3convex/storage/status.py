@@ -19,7 +19,8 @@ A report Convex cannot take now (unreachable, 5xx) stays pending and is sent aga
 what changed since, with a growing pause; one it refuses (a 4xx, a function error) is dropped and
 kept in :attr:`StatusWriter.errors`. The writer talks to Convex only through the
 :class:`StatusSink` protocol: :class:`ConvexStatusSink` is the real one, a test's fake is ten
-lines, and a durable spool for offline work will be another sink wrapping this one.
+lines, and the durable offline spool (:mod:`s3convex.storage.spool_sink`, with
+``S3_UPLOAD_SPOOL_DIR``) is another sink wrapping it: what Convex cannot take is spooled there.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class SessionProgress:
 
 
 class StatusSink(Protocol):
-    """Where upload status goes: Convex (:class:`ConvexStatusSink`), a fake, later a spool."""
+    """Where upload status goes: Convex (:class:`ConvexStatusSink`), a fake, the spool in front."""
 
     async def create_session(self, session_id: str, owner_id: str,
                              run_id: str | None) -> bool: ...
@@ -244,6 +245,7 @@ class StatusWriter(UploadSubscriber):
         self._failures = 0  # consecutive flushes Convex could not take
         self._last_flush = -float("inf")
         self.errors: list[str] = []  # reports Convex refused (dropped)
+        self.last_error: RetryableError | None = None  # why the last flush could not write
         self.sessions: dict[str, SessionProgress] = {}  # the latest totals Convex answered
 
     # --- what the uploader says (UploadSubscriber) ----------------------------------------
@@ -340,6 +342,11 @@ class StatusWriter(UploadSubscriber):
             self._task = None
         await self.commit()
 
+    @property
+    def undelivered(self) -> int:
+        """Files whose latest state, and manifest references, not written yet (nor spooled)."""
+        return sum(1 for r in self._records.values() if r.dirty) + len(self._manifests)
+
     def _record(self, file: PlannedFile) -> _Record | None:
         return self._records.get((file.bucket, file.key))
 
@@ -382,6 +389,7 @@ class StatusWriter(UploadSubscriber):
                 progress = await self._report(session_id, run_id, updates)
             except RetryableError as exc:
                 self._failures += 1
+                self.last_error = exc
                 manifests = 0  # not before the records they name
                 log.warning("upload status not written, will retry", extra={
                     "session_id": session_id, "run_id": run_id, "updates": len(items),
@@ -394,7 +402,7 @@ class StatusWriter(UploadSubscriber):
                 log.error("upload status refused by Convex", extra={
                     "session_id": session_id, "run_id": run_id, "error": str(exc)})
             else:
-                self._failures = 0
+                self._failures, self.last_error = 0, None
                 if progress is not None:
                     self.sessions[session_id] = progress
             for record, version, failures in items:
@@ -428,8 +436,9 @@ class StatusWriter(UploadSubscriber):
             ref = self._manifests[0]
             try:
                 await self._sink.set_manifest(ref)
-            except RetryableError:
+            except RetryableError as exc:
                 self._failures += 1
+                self.last_error = exc
                 if raise_retryable:
                     raise
                 return

@@ -38,17 +38,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from s3convex.adapters.aws import open_clients
-from s3convex.adapters.convex import ConvexClient
+from s3convex.adapters.convex import BOUNDED_RETRY, ConvexClient
 from s3convex.core.errors import ConvexFunctionError, RetryableError, SyncError
 from s3convex.core.layout import KeyLayout
+from s3convex.core.retrying import ONE_ATTEMPT
 from s3convex.settings import AwsSettings, ConvexSettings, Settings, UploadSettings, load_settings
 from s3convex.storage.body import BEFORE_SEND_EVENTS, arm_before_send
+from s3convex.storage.errors import SpoolFull
 from s3convex.storage.events import Fanout, UploadSubscriber
 from s3convex.storage.keys import build_key
 from s3convex.storage.manifest import manifest_bytes, manifest_document
 from s3convex.storage.metrics import UploadMetrics
 from s3convex.storage.plan import MANIFEST_NAME, PlannedFile, plan_dir, plan_file
 from s3convex.storage.results import FailedFile, UploadedFile, UploadResult
+from s3convex.storage.spool import Spool, spool_path
+from s3convex.storage.spool_sink import SpoolingSink
 from s3convex.storage.status import ConvexStatusSink, ManifestRef, StatusSink, StatusWriter
 from s3convex.storage.transfer import (
     FileProgress,
@@ -75,9 +79,9 @@ def new_run_id() -> str:
 
 class S3Storage:
     """Uploads to the configured bucket; use as an async context manager (or :meth:`open` /
-    :meth:`aclose`). ``sink`` replaces Convex (a test's fake, later a spool), ``s3`` an
-    already-open mapped S3 client, ``subscribers`` hear of every upload, ``opener`` opens files
-    for reading (tests instrument it)."""
+    :meth:`aclose`). ``sink`` replaces Convex (a test's fake; with S3_UPLOAD_SPOOL_DIR the
+    spool wraps it), ``s3`` an already-open mapped S3 client, ``subscribers`` hear of every
+    upload, ``opener`` opens files for reading (tests instrument it)."""
 
     def __init__(self, aws: AwsSettings, upload: UploadSettings | None = None, *,
                  convex: ConvexSettings | None = None, sink: StatusSink | None = None,
@@ -94,6 +98,7 @@ class S3Storage:
         self._subscribers = tuple(subscribers)
         self._stack: contextlib.AsyncExitStack | None = None
         self._active_sink: StatusSink | None = None  # the given sink, or Convex's while open
+        self._spool: SpoolingSink | None = None  # in front of it, with S3_UPLOAD_SPOOL_DIR
         self._writer: StatusWriter | None = None
         self._transfer: Transfer | None = None
         self._limiter: Limiter | None = None
@@ -142,7 +147,16 @@ class S3Storage:
                 assert self._convex_settings is not None
                 convex = await stack.enter_async_context(
                     ConvexClient.from_settings(self._convex_settings))
-                sink = ConvexStatusSink(convex)
+                # With a spool, its bounded retry is the one retry of a session's creation.
+                sink = ConvexStatusSink(convex, session_retry=(
+                    ONE_ATTEMPT if self.settings.spool_dir is not None else BOUNDED_RETRY))
+            if self.settings.spool_dir is not None:
+                self._spool = SpoolingSink(sink, Spool(
+                    spool_path(self.settings.spool_dir, self._spool_target(sink)),
+                    max_bytes=self.settings.spool_max_bytes))
+                await self._spool.open()
+                stack.push_async_callback(self._spool.aclose)
+                sink = self._spool
             executor = ThreadPoolExecutor(self.config.concurrency,
                                           thread_name_prefix="s3convex-upload")
             stack.callback(executor.shutdown, wait=True, cancel_futures=True)
@@ -344,7 +358,11 @@ class S3Storage:
             result = await self._write_manifest(result, events, limiter)
         writer = self._opened_writer()
         await writer.flush()  # at the next tick: the rate gate holds
-        result = dataclasses.replace(result, status_errors=tuple(writer.errors[errors_before:]))
+        errors = list(writer.errors[errors_before:])
+        if isinstance(writer.last_error, SpoolFull) and writer.undelivered:
+            errors.append(f"the status of {writer.undelivered} files is neither in Convex nor in "
+                          f"the spool, held in memory until the storage closes: {writer.last_error}")
+        result = dataclasses.replace(result, status_errors=tuple(errors))
         log.info("upload finished", extra={
             "run_id": result.run_id, "session_id": result.session_id,
             "uploaded": len(result.uploaded), "failed": len(result.failed),
@@ -395,6 +413,17 @@ class S3Storage:
         """The status writer (its ``sessions`` hold Convex's latest totals, ``errors`` what
         Convex refused)."""
         return self._opened_writer()
+
+    @property
+    def spool(self) -> SpoolingSink | None:
+        """The offline spool in front of Convex (``S3_UPLOAD_SPOOL_DIR``), while open."""
+        return self._spool if self._stack is not None else None
+
+    def _spool_target(self, sink: StatusSink) -> str:
+        # Which deployment the spooled writes are for: its URL (a given sink: its class).
+        if self._convex_settings is not None:
+            return self._convex_settings.base_url
+        return f"{type(sink).__module__}.{type(sink).__qualname__}"
 
     def _opened_sink(self) -> StatusSink:
         if self._stack is None or self._active_sink is None:

@@ -19,6 +19,8 @@ rather than CRC64NVME: hashlib computes it without botocore's optional native ``
 cryptographic (the manifest's ``sha256`` is what ``sha256sum`` prints), S3 verifies it part by
 part, and LocalStack has refused CRC64NVME on multipart completion. ``checksum="none"`` sends no
 checksum of ours (stores that refuse them); the file's SHA-256 is computed and recorded anyway.
+With ``sha256`` the signature does not hash a body a second time (:mod:`s3convex.storage.body`,
+"Signing"): each byte is hashed twice in all, for its request and for the file.
 
 Retries: botocore retries each request ("standard" mode, :mod:`s3convex.adapters.aws`); on top,
 each unit of work here — a PUT, a part, the create and complete calls — is tried
@@ -45,7 +47,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from s3convex.core.errors import StorageNotFound, SyncError
 from s3convex.core.retrying import RetryBudget, with_retries
 from s3convex.settings import AwsSettings, UploadSettings
-from s3convex.storage.body import ProgressBody
+from s3convex.storage.body import BEFORE_SIGN_EVENTS, ProgressBody, skip_payload_hash
 from s3convex.storage.errors import (
     ChecksumMismatch,
     FileChanged,
@@ -171,6 +173,10 @@ class Transfer:
         self._executor = executor
         self._opener = opener
         self._clock = clock
+        events = getattr(getattr(s3, "meta", None), "events", None)
+        if events is not None and config.checksum == "sha256":
+            for name in BEFORE_SIGN_EVENTS:  # unique_id: registered once per client
+                events.register(name, skip_payload_hash, unique_id=f"s3convex-payload:{name}")
 
     async def upload(self, file: PlannedFile, run_id: str, events: UploadSubscriber, *,
                      attempt: int = 1, limiter: Limiter | None = None,

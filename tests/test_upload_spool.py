@@ -1,0 +1,300 @@
+"""The offline spool end to end (R3.5, R6.1): S3 (moto or LocalStack) up, Convex down — a
+dedicated local Convex server that is not started yet, or stopped — then back.
+
+What is checked is what Convex ends up holding, read back from Convex, and the order in which
+it was asked (a RecordingSink between the spool and Convex)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convex_local.launcher import LocalConvex
+from s3convex.adapters.convex import ConvexClient
+from s3convex.storage import ConvexStatusSink, S3Storage, Spool, SpoolFull
+from s3convex.storage.spool import spool_path
+from tests.backends import AwsResources
+from tests.stack import Stack
+from tests.storage_support import (
+    SCENE_FILES,
+    TEST_UPLOAD,
+    RecordingSink,
+    make_scene,
+    settings_for,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+ALL_FILES = (*SCENE_FILES, "manifest.json")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def bucket(aws_resources: AwsResources) -> str:
+    aws_resources.client("s3").create_bucket(Bucket=aws_resources.bucket)
+    return aws_resources.bucket
+
+
+@pytest.fixture
+def session_id() -> str:
+    return f"s-{uuid.uuid4().hex[:10]}"
+
+
+class DownConvex:
+    """A Convex deployment's address and key, with no server behind it until :meth:`start`."""
+
+    def __init__(self, start_convex: Callable[..., LocalConvex], state: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.key = "test-admin-" + secrets.token_hex(16)
+        self._start, self._state = start_convex, state
+        self.server: LocalConvex | None = None
+
+    def start(self) -> LocalConvex:
+        self.server = self._start(port=self.port, admin_key=self.key, state_file=self._state)
+        return self.server
+
+    def client(self) -> ConvexClient:
+        from pydantic import SecretStr
+
+        return ConvexClient(self.url, SecretStr(self.key))
+
+
+@pytest.fixture
+def down_convex(start_convex: Callable[..., LocalConvex], tmp_path: Path) -> DownConvex:
+    return DownConvex(start_convex, tmp_path / "convex-state.json")
+
+
+def spooled_entries(directory: Path, url: str) -> list[tuple[int, str, dict[str, Any]]]:
+    """What the spool holds, read by a connection of its own (as another process would)."""
+    with Spool(spool_path(directory, url), max_bytes=1 << 30) as spool:
+        return [(e.id, e.kind, e.payload) for e in spool.head(10_000)]
+
+
+def call_shape(kind: str, payload: dict[str, Any]) -> tuple[Any, ...]:
+    if kind == "report":
+        return ("report", payload["runId"], tuple((u["key"], u["status"], u["bytesSent"])
+                                                  for u in payload["updates"]))
+    if kind == "setManifest":
+        return ("setManifest", payload["runId"], payload["key"])
+    return ("createSession", payload["sessionId"])
+
+
+def recorded_shape(call: Any) -> tuple[Any, ...]:
+    if call.function == "report":
+        return ("report", call.run_id, tuple((u["key"], u["status"], u["bytesSent"])
+                                             for u in call.updates))
+    if call.function == "setManifest":
+        return ("setManifest", call.run_id, call.manifest.key)
+    return ("createSession", call.session_id)
+
+
+async def state_of(convex: ConvexClient, bucket: str, session_id: str) -> dict[str, Any]:
+    prefix = f"sessions/{session_id}/scenes/scene/v1/"
+    records = {name: await convex.query("assets:getByKey", {"bucket": bucket,
+                                                            "key": prefix + name})
+               for name in ALL_FILES}
+    return {"records": records,
+            "session": await convex.query("sessions:get", {"sessionId": session_id}),
+            "scene": await convex.query("sessions:scene", {"sessionId": session_id,
+                                                           "sceneId": "scene"})}
+
+
+def assert_complete(state: dict[str, Any], run_id: str, bucket: str, session_id: str) -> None:
+    for name, found in state["records"].items():
+        assert found is not None, name
+        assert found["status"] == "available", (name, found["status"])
+        assert found["upload"]["runId"] == run_id
+    session = state["session"]
+    assert session["ownerId"] == "alice"
+    summary = session["summary"]
+    assert (summary["filesDone"], summary["filesTotal"], summary["failed"]) == (
+        len(ALL_FILES), len(ALL_FILES), 0)
+    assert summary["bytesDone"] == summary["bytesTotal"] > 12 * 1024 * 1024
+    manifest_key = f"sessions/{session_id}/scenes/scene/v1/manifest.json"
+    assert state["scene"]["uploads"] == [{
+        "version": 1, "runId": run_id, "updatedAt": state["scene"]["uploads"][0]["updatedAt"],
+        "manifest": {"bucket": bucket, "key": manifest_key}}]
+
+
+# --- Convex down during upload_dir, then back: delivered by the same storage ------------------
+
+async def test_convex_down_the_files_go_to_s3_the_status_is_spooled_and_delivered_in_order(
+        aws_resources: AwsResources, bucket: str, down_convex: DownConvex, session_id: str,
+        tmp_path: Path) -> None:
+    make_scene(tmp_path / "scene")
+    spool_dir = tmp_path / "spool"
+    aws, upload, convex_settings = settings_for(
+        bucket, aws_resources.endpoint_url, down_convex.url, down_convex.key,
+        S3_UPLOAD_SPOOL_DIR=str(spool_dir))
+    async with down_convex.client() as convex:
+        sink = RecordingSink(ConvexStatusSink(convex))
+        async with S3Storage(aws, upload, convex=convex_settings, sink=sink) as store:
+            assert store.spool is not None
+            started = time.monotonic()
+            assert await store.create_session(session_id, "alice") is False  # spooled
+            result = await store.upload_dir(tmp_path / "scene", session_id, "scene", 1)
+            assert time.monotonic() - started < 30  # an outage costs no upload time to speak of
+            # Everything is in S3; nothing could be written to Convex; all of it is spooled.
+            assert result.ok and result.status_errors == (), result.to_dict()
+            s3 = aws_resources.client("s3")
+            for name in ALL_FILES:
+                s3.head_object(Bucket=bucket, Key=f"sessions/{session_id}/scenes/scene/v1/{name}")
+            spooled = spooled_entries(spool_dir, down_convex.url)
+            assert len(spooled) == store.spool.spooled == await store.spool.pending() >= 3
+            kinds = [kind for _, kind, _ in spooled]
+            assert kinds[0] == "createSession" and kinds[-1] == "setManifest"
+            assert set(kinds[1:-1]) == {"report"}
+            assert [i for i, *_ in spooled] == sorted(i for i, *_ in spooled)
+
+            down_convex.start()
+            back = time.monotonic()
+            deadline = back + 45  # the delivery backoff is capped at 30 s
+            while await store.spool.pending() and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            assert await store.spool.pending() == 0
+        delivered = [recorded_shape(c) for c in sink.calls if c.at >= back]
+        assert delivered == [call_shape(kind, payload) for _, kind, payload in spooled]
+        assert store.spool is None and sink.calls  # closed
+        assert_complete(await state_of(convex, bucket, session_id), result.run_id, bucket,
+                        session_id)
+
+
+# --- kill -9 while the status is spooled, restart, Convex back --------------------------------
+
+def spawn_worker(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "tests.storage_support", "upload", *args],
+                            cwd=ROOT, env={**os.environ, **env}, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def read_event(process: subprocess.Popen[str], event: str, timeout: float = 120) -> dict[str, Any]:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            _, err = process.communicate(timeout=5)
+            raise AssertionError(f"worker ended before {event!r}: {err[-3000:]}")
+        found = json.loads(line)
+        if found["event"] == event:
+            return found
+    raise AssertionError(f"no {event!r} within {timeout} s")
+
+
+async def test_a_killed_uploader_s_spool_is_delivered_after_a_restart_once_and_in_order(
+        stack: Stack, down_convex: DownConvex, tmp_path: Path) -> None:
+    session_id = f"k-{uuid.uuid4().hex[:10]}"
+    make_scene(tmp_path / "scene")
+    spool_dir = tmp_path / "spool"
+    env = {**stack.env, **TEST_UPLOAD, "CONVEX_URL": down_convex.url,
+           "CONVEX_DEPLOY_KEY": down_convex.key, "S3_UPLOAD_SPOOL_DIR": str(spool_dir)}
+    worker = spawn_worker(env, str(tmp_path / "scene"), session_id, "scene", "1",
+                          "--owner", "alice", "--hold")
+    try:
+        uploaded = read_event(worker, "uploaded")
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)  # no close, no last delivery: only the spool is left
+        worker.communicate(timeout=10)
+    result = uploaded["result"]
+    assert result["ok"] and uploaded["pending"] == uploaded["spooled"] >= 3
+    spooled = spooled_entries(spool_dir, down_convex.url)
+    assert len(spooled) == uploaded["spooled"]
+    spool_file = spool_path(spool_dir, down_convex.url)
+    copy = tmp_path / "spool-before-delivery.sqlite3"
+    with closing(sqlite3.connect(spool_file)) as live, closing(sqlite3.connect(copy)) as kept:
+        live.backup(kept)
+
+    down_convex.start()
+    aws, upload, convex_settings = settings_for(
+        stack.bucket, stack.resources.endpoint_url, down_convex.url, down_convex.key,
+        S3_UPLOAD_SPOOL_DIR=str(spool_dir))
+    async with down_convex.client() as convex:
+        sink = RecordingSink(ConvexStatusSink(convex))
+        async with S3Storage(aws, upload, convex=convex_settings, sink=sink) as store:
+            assert store.spool is not None and await store.spool.pending() == 0  # on open
+            assert store.spool.delivered == len(spooled) and store.spool.errors == []
+        assert [recorded_shape(c) for c in sink.calls] == [
+            call_shape(kind, payload) for _, kind, payload in spooled]
+        first = await state_of(convex, stack.bucket, session_id)
+        assert_complete(first, result["runId"], stack.bucket, session_id)
+
+        # The worst crash: after Convex took every entry, before the spool forgot them. The
+        # next process delivers them all again — and Convex writes nothing.
+        shutil.copyfile(copy, spool_file)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{spool_file}{suffix}").unlink(missing_ok=True)
+        async with S3Storage(aws, upload, convex=convex_settings, sink=sink) as store:
+            assert store.spool is not None and store.spool.delivered == len(spooled)
+        assert await state_of(convex, stack.bucket, session_id) == first
+
+        # And the daemon's S3 events for the same objects: one history version per object.
+        assert await stack.drain(CONVEX_URL=down_convex.url, CONVEX_DEPLOY_KEY=down_convex.key) == 0
+        prefix = f"sessions/{session_id}/scenes/scene/v1/"
+        for name in ALL_FILES:
+            found = await convex.query("assets:getByKey", {"bucket": stack.bucket,
+                                                           "key": prefix + name})
+            assert found["status"] == "available" and found["revision"] >= 1, (name, found)
+            history = await convex.query("assets:history", {"bucket": stack.bucket,
+                                                            "key": prefix + name})
+            assert len(history) == 1, (name, history)
+        session = await convex.query("sessions:get", {"sessionId": session_id})
+        assert session["summary"]["filesDone"] == len(ALL_FILES)
+
+
+# --- a full spool ------------------------------------------------------------------------------
+
+async def test_a_full_spool_is_a_clear_error_and_nothing_is_dropped_silently(
+        aws_resources: AwsResources, bucket: str, down_convex: DownConvex, session_id: str,
+        tmp_path: Path) -> None:
+    make_scene(tmp_path / "scene")
+    spool_dir = tmp_path / "spool"
+    aws, upload, convex_settings = settings_for(
+        bucket, aws_resources.endpoint_url, down_convex.url, down_convex.key,
+        S3_UPLOAD_SPOOL_DIR=str(spool_dir), S3_UPLOAD_SPOOL_MAX_BYTES="4KiB")
+    store = S3Storage(aws, upload, convex=convex_settings)
+    with pytest.raises(SpoolFull) as caught:
+        async with store:
+            await store.create_session(session_id, "alice")
+            result = await store.upload_dir(tmp_path / "scene", session_id, "scene", 1)
+            # S3 has every file, and the result says so — and says the status is not all kept.
+            assert result.ok and len(result.uploaded) == len(SCENE_FILES)
+            assert any("SpoolFull" in e and "S3_UPLOAD_SPOOL_MAX_BYTES" in e
+                       for e in result.status_errors), result.status_errors
+    assert "nothing was dropped" in str(caught.value)  # closing could not keep the rest
+    spooled = spooled_entries(spool_dir, down_convex.url)
+    held = sum(len(json.dumps(p, separators=(",", ":"), ensure_ascii=False)) for *_, p in spooled)
+    assert spooled and held <= 4096
+
+    # What the spool accepted is delivered once Convex is back; it was not dropped either.
+    down_convex.start()
+    async with S3Storage(aws, upload, convex=convex_settings) as again:
+        assert again.spool is not None and again.spool.delivered == len(spooled)
+    async with down_convex.client() as convex:
+        session = await convex.query("sessions:get", {"sessionId": session_id})
+        assert session is not None and session["ownerId"] == "alice"
+        first_report = next(p for _, kind, p in spooled if kind == "report")
+        for update in first_report["updates"]:
+            found = await convex.query("assets:getByKey", {"bucket": bucket,
+                                                           "key": update["key"]})
+            assert found is not None and found["upload"]["runId"] == result.run_id
