@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_plus, urlsplit
 
 from _report import percentile
 from botocore.auth import S3SigV4Auth
@@ -109,20 +109,24 @@ class SignedPut:
         request = AWSRequest("PUT", url, data=body, headers={"Content-Type": content_type})
         self.auth.add_auth(request)  # signs the body's SHA-256 too (x-amz-content-sha256)
         path = urlsplit(url).path
-        for attempt in range(2):  # a keep-alive connection the server closed: once more
-            conn = self._connection()
-            try:
-                conn.request("PUT", path, body=body, headers=dict(request.headers.items()))
-                response = conn.getresponse()
-                response.read()
-                break
-            except (http.client.HTTPException, OSError):
-                conn.close()
-                self.local.conn = None
-                if attempt:
-                    raise
-        if response.status != 200:
-            raise RuntimeError(f"PutObject {key}: HTTP {response.status}")
+        try:
+            status = self._send(path, body, dict(request.headers.items()))
+        except (http.client.HTTPException, OSError):  # a keep-alive connection the server closed
+            status = self._send(path, body, dict(request.headers.items()))
+        if status != 200:
+            raise RuntimeError(f"PutObject {key}: HTTP {status}")
+
+    def _send(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        conn = self._connection()
+        try:
+            conn.request("PUT", path, body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+        except (http.client.HTTPException, OSError):
+            conn.close()
+            self.local.conn = None
+            raise
+        return response.status
 
 
 # --- S3 → SQS on its own ------------------------------------------------------------------------
@@ -173,7 +177,6 @@ def probe_sqs(sqs: Any, queue_url: str, put: Any, keys: Sequence[str], rate: flo
 
 
 def _keys_of(body: str) -> Iterable[str]:
-    from urllib.parse import unquote_plus
     document = json.loads(body)
     for record in document.get("Records", []):
         yield unquote_plus(record["s3"]["object"]["key"])

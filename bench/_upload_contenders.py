@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import mimetypes
 import os
 import sys
@@ -47,6 +48,7 @@ from s3convex.storage import (
     UploadSubscriber,
 )
 from s3convex.storage.plan import MANIFEST_NAME
+from s3convex.storage.status import CREATE_SESSION, MAX_UPDATES_PER_REPORT, REPORT, SET_MANIFEST
 
 REGION = "us-east-1"
 
@@ -142,7 +144,7 @@ def run_ours(args: argparse.Namespace, files: list[Path]) -> dict[str, Any]:
                 result = await storage.upload_dir(args.dir, session, "scene", 1)
                 measured = measure_stop(started)
         measured["files_seconds"] = clock.last - started[0]
-        measured["reports_at"] = [at - started[0] for at in sink.reports]
+        measured["calls"] = [(fn, at - started[0]) for fn, at in sink.calls]
         measured["failed"] = [f"{f.file.name}: {f.error}" for f in result.failed]
         measured["status_errors"] = [str(e) for e in result.status_errors]
         measured["manifest"] = result.manifest is not None
@@ -152,22 +154,27 @@ def run_ours(args: argparse.Namespace, files: list[Path]) -> dict[str, Any]:
 
 
 class TimedSink:
-    """A StatusSink passing every call on, keeping when each ``uploads:report`` was sent (the
-    rate check needs the times; the count comes from the Convex server's own log)."""
+    """A StatusSink passing every call on, keeping when each was made: which of the mutations
+    the Convex server counted fall in the timed window, and how close together the reports
+    came (the bench checks that its counts match the server's)."""
 
     def __init__(self, inner: ConvexStatusSink) -> None:
         self.inner = inner
-        self.reports: list[float] = []
+        self.calls: list[tuple[str, float]] = []
 
     async def create_session(self, session_id: str, owner_id: str, run_id: str | None) -> bool:
+        self.calls.append((CREATE_SESSION, time.monotonic()))
         return await self.inner.create_session(session_id, owner_id, run_id)
 
     async def report(self, session_id: str, run_id: str,
                      updates: Sequence[StatusUpdate]) -> SessionProgress | None:
-        self.reports.append(time.monotonic())
+        # One uploads:report per MAX_UPDATES_PER_REPORT updates (ConvexStatusSink.report).
+        for _ in range(max(1, math.ceil(len(updates) / MAX_UPDATES_PER_REPORT))):
+            self.calls.append((REPORT, time.monotonic()))
         return await self.inner.report(session_id, run_id, updates)
 
     async def set_manifest(self, manifest: ManifestRef) -> None:
+        self.calls.append((SET_MANIFEST, time.monotonic()))
         await self.inner.set_manifest(manifest)
 
 

@@ -54,6 +54,7 @@ from convex_local.launcher import DevAuth, DevToken, LocalConvex, start_local_co
 
 TSX = ROOT / "node_modules" / ".bin" / "tsx"
 SUBSCRIBER = ROOT / "tests" / "realtime" / "subscribe.ts"
+SUBSCRIBER_PY = ROOT / "tests" / "realtime" / "subscribe_py.py"
 SYNC_BENCH = ROOT / "bench" / "convex_local_sync_bench.ts"
 RESULTS = ROOT / "bench" / "results"
 
@@ -111,7 +112,7 @@ class Subscribers:
     """N ConvexClients in one Node process; ``seen[key]`` = when each client first saw it."""
 
     def __init__(self, url: str, tokens: list[str], clients: int, sessions: list[str],
-                 log_path: Path) -> None:
+                 log_path: Path, kind: str = "node") -> None:
         self.seen: dict[str, list[float]] = {}
         self.pending: dict[str, list[float | None]] = {}
         self.synced = threading.Event()
@@ -124,8 +125,10 @@ class Subscribers:
                   "subscriptions": [{"query": "sessions:live", "args": {
                       "sessionId": s, "paginationOpts": {"numItems": 100, "cursor": None}}}
                       for s in sessions]}
-        # All the clients in one Node process (client i uses tokens[i % len(tokens)]).
-        self.processes = [subprocess.Popen([str(TSX), str(SUBSCRIBER), json.dumps(config)],
+        # All the clients in one process (client i uses tokens[i % len(tokens)]): Node's
+        # convex/browser ConvexClient, or the PyPI client (--client python).
+        argv = ([str(TSX), str(SUBSCRIBER)] if kind == "node" else [sys.executable, str(SUBSCRIBER_PY)])
+        self.processes = [subprocess.Popen([*argv, json.dumps(config)],
                                            cwd=ROOT, stdin=subprocess.PIPE,
                                            stdout=subprocess.PIPE, stderr=self.log, text=True)]
         for process in self.processes:
@@ -217,7 +220,7 @@ class Bench:
             f"{sc.subscribers} ConvexClients × {len(sessions)} subscriptions")
         subscribers = Subscribers(self.stack.convex.url, [str(v) for v in viewers],
                                   sc.subscribers, sessions,
-                                  self.workdir / f"subscribers-{index}.log")
+                                  self.workdir / f"subscribers-{index}.log", self.args.client)
         try:
             if not subscribers.synced.wait(120):
                 raise RuntimeError("the subscribers did not get their first results")
@@ -438,6 +441,12 @@ def main() -> int:
     parser.add_argument("--probe-seconds", type=float, default=5.0,
                         help="before the daemon starts: uploads at 100/s this long with our own "
                              "SQS receivers, for LocalStack's S3 → SQS delay (0 skips)")
+    parser.add_argument("--client", choices=["node", "python"], default="node",
+                        help="the subscribers: convex/browser ConvexClients in one Node process, "
+                             "or PyPI convex ConvexClients in one Python process")
+    parser.add_argument("--daemon-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the daemon (e.g. CONSUMER_POLLERS=2); repeatable. "
+                             "Without it the daemon runs with the defaults")
     parser.add_argument("--only", action="append", default=[],
                         help="run only this scenario, RATExSUBSCRIBERSxUSERS (e.g. 100x100x1); "
                              "repeatable")
@@ -464,7 +473,8 @@ def main() -> int:
         probe = run_probe(stack, args) if args.probe_seconds > 0 else None
         daemon_log = (workdir / "daemon.log").open("a")
         exit_stack.callback(daemon_log.close)
-        daemon = subprocess.Popen(DAEMON, cwd=ROOT, env=stack.consumer_env(endpoint),
+        tuning = dict(item.split("=", 1) for item in args.daemon_env)
+        daemon = subprocess.Popen(DAEMON, cwd=ROOT, env=stack.consumer_env(endpoint, **tuning),
                                   stdin=subprocess.DEVNULL, stdout=daemon_log, stderr=daemon_log)
 
         def stop_daemon() -> None:
@@ -493,7 +503,8 @@ def main() -> int:
     args.json.write_text(json.dumps({
         "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "quick": args.quick,
         "session_size": args.session_size, "load_start": load_start,
-        "load_end": os.getloadavg()[0], "uploader": args.uploader, "sqs_probe": probe,
+        "load_end": os.getloadavg()[0], "uploader": args.uploader, "client": args.client, "daemon_env": args.daemon_env,
+        "sqs_probe": probe,
         "outcomes": [asdict(o) for o in outcomes], "sync": sync}, indent=2) + "\n")
     failed = any(line.endswith("→ FAIL") for line in lines)
     return 1 if failed else 0

@@ -10,7 +10,7 @@ Every ``check_seconds`` :class:`AlertWatch` looks at what the daemon saw since i
 
 Each alert is a structured ``alert`` log line (every look it holds) and, when
 ``ALERT_WEBHOOK_URL`` is set, a POST (:class:`WebhookNotifier`): **deduplicated** (one alert is
-posted again only after ``ALERT_REPEAT_SECONDS`` while it keeps firing, or after it resolved),
+posted at most once per ``ALERT_REPEAT_SECONDS``, however often it fires or flaps in between),
 **rate-limited** (at most ``ALERT_MAX_PER_MINUTE`` posts in any minute, whatever fires) and
 **signed**: ``X-S3convex-Signature: sha256=<hex>``, the HMAC-SHA256 with ``ALERT_WEBHOOK_SECRET``
 of ``<X-S3convex-Timestamp>.<body>``, so a receiver checks both origin and freshness.
@@ -74,10 +74,6 @@ class WebhookNotifier:
         self._last_posted: dict[str, float] = {}
         self._posts: deque[float] = deque()
         self.suppressed = {"duplicate": 0, "rate_limited": 0}
-
-    def resolved(self, name: str) -> None:
-        """The alert stopped firing: if it fires again, it is news."""
-        self._last_posted.pop(name, None)
 
     def admit(self, alert: Alert) -> str | None:
         """Why ``alert`` is not to be posted now (duplicate, rate_limited), or None."""
@@ -158,8 +154,6 @@ class AlertWatch:
         names = {alert.name for alert in alerts}
         for name in self._firing - names:
             log.info("alert resolved", extra={"alert": name})
-            if self.notifier is not None:
-                self.notifier.resolved(name)
         self._firing = names
         for alert in alerts:
             log.warning("alert", extra={"alert": alert.name, "severity": alert.severity,

@@ -11,6 +11,7 @@ from typing import Any
 
 from s3convex.consumer.inflight import InFlight, InFlightMessage
 from s3convex.consumer.telemetry import SQS, note_received, operation_duration
+from s3convex.consumer.tracing import receive_span
 from s3convex.core.errors import SyncError
 from s3convex.core.retrying import RetryBudget, with_retries
 
@@ -66,6 +67,7 @@ class Receiver:
         if stop.is_set():  # stopped while waiting (for a slot, or to try again): take nothing
             return []
         started = time.monotonic()
+        started_ns = time.time_ns()
         attributes = {**SQS, "messaging.operation.name": "receive"}
         try:
             response = await self._sqs.receive_message(
@@ -81,7 +83,10 @@ class Receiver:
             raise
         finally:  # a long poll's duration is mostly waiting: still what the call took
             operation_duration.record(time.monotonic() - started, attributes)
-        return response.get("Messages", [])
+        messages = response.get("Messages", [])
+        if messages:  # a span per receive that brought something; empty long polls are no news
+            receive_span(self._queue_name, started_ns, [m["MessageId"] for m in messages])
+        return messages
 
 
 def _log_retry(attempt: int, delay: float, error: SyncError) -> None:

@@ -41,6 +41,8 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
+from s3convex.adapters.sqs_batch import queue_depth
+
 log = logging.getLogger(__name__)
 _meter = metrics.get_meter("s3convex")
 
@@ -209,8 +211,6 @@ class QueueDepthSampler:
         self._interval_s = interval_s
 
     async def sample(self) -> None:
-        from s3convex.adapters.sqs_batch import queue_depth
-
         for name, url in self._queues.items():
             try:
                 gauges.depths[name] = await queue_depth(self._sqs, url)

@@ -1,6 +1,7 @@
 """Following one asset: OpenTelemetry spans of a message's path, and the records Convex keeps.
 
-- **Spans**: one ``process <queue>`` span per message (kind CONSUMER, ``messaging.message.id``
+- **Spans**: a ``receive <queue>`` span per ReceiveMessage that brought messages (their ids in
+  ``messaging.message.ids``), one ``process <queue>`` span per message (kind CONSUMER, ``messaging.message.id``
   = the SQS message id), with ``dispatch``, ``apply`` and ``ack`` children; the batched Convex
   mutation is its own ``convex assets:applyEvents`` span naming its commit and the message ids
   it carried (it runs in the batcher's task, outside any one message's span). Exported over
@@ -83,6 +84,16 @@ def message_span(message_id: str, queue: str, receive_count: int) -> Any:
         "messaging.system": "aws_sqs", "messaging.operation.name": "process",
         "messaging.operation.type": "process", "messaging.destination.name": queue,
         "messaging.message.id": message_id, "messaging.aws_sqs.receive_count": receive_count})
+
+
+def receive_span(queue: str, started_ns: int, message_ids: list[str]) -> None:
+    """The span of one ReceiveMessage that returned messages, ended now; the ids join it to
+    each message's ``process`` span."""
+    span = tracer.start_span(f"receive {queue}", kind=SpanKind.CLIENT, start_time=started_ns, attributes={
+        "messaging.system": "aws_sqs", "messaging.operation.name": "receive",
+        "messaging.operation.type": "receive", "messaging.destination.name": queue,
+        "messaging.batch.message_count": len(message_ids), "messaging.message.ids": message_ids})
+    span.end()
 
 
 def mark_error(span: Span, error: BaseException) -> None:

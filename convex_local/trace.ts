@@ -11,7 +11,7 @@
  * Lines are buffered and written every 200 ms (and at exit), so tracing costs
  * the server little. Off (the default), every call here is a no-op.
  *
- * With CONVEX_LOCAL_CPU_PROFILE=<file>, V8's sampling profiler runs from start
+ * With CONVEX_LOCAL_CPU_PROFILE=<file> ("%p": the pid), V8's sampling profiler runs from start
  * to shutdown and writes a .cpuprofile there (Node 20 refuses --cpu-prof in
  * NODE_OPTIONS, and the launcher runs the server under tsx).
  */
@@ -53,7 +53,8 @@ export function eventKeys(args: unknown): string[] | undefined {
 
 /** Start the CPU profile if asked for; the returned function writes it (call at shutdown). */
 export function startCpuProfile(): () => Promise<void> {
-  const out = process.env.CONVEX_LOCAL_CPU_PROFILE;
+  // "%p" in the path becomes the process id (a benchmark may start several servers).
+  const out = process.env.CONVEX_LOCAL_CPU_PROFILE?.replace("%p", String(process.pid));
   if (!out) return async () => {};
   const session = new Session();
   session.connect();

@@ -10,6 +10,7 @@
 #   LOCALSTACK_START_TIMEOUT  seconds to wait for health and init hooks (90)
 #   S3CONVEX_PROVISION        1: the ready hook runs `python -m s3convex infra up` (default); 0: skip
 #   S3CONVEX_PYTHON           the project's Python for that hook (.venv/bin/python, else python3)
+#   LOCALSTACK_SWITCH_INTERVAL  LocalStack's GIL switch interval in seconds (0.001; see below)
 #   Any LocalStack option (S3_SKIP_SIGNATURE_VALIDATION=0, DEBUG=1, ...) is passed through;
 #   the project's settings (S3_BUCKET, SQS_QUEUE_NAME, ...) reach the hook through the
 #   environment or the project's .env.
@@ -178,13 +179,17 @@ mkdir -p "$STATE/etc/localstack" "$STATE/usr/lib"
 ln -sfn "$ROOT/localstack/init" "$STATE/etc/localstack/init"
 ln -sfn "$CATALOG" "$STATE/usr/lib/localstack"
 
-# LocalStack runs every request in its own thread under one GIL. A thread that wakes from I/O
-# waits up to the switch interval (5 ms by default) for a busy thread to let go, at each of the
-# dozen hand-offs a request makes (gateway, handler chain, S3's notification thread, SQS's
-# long-poll wake-up), so under load a 1 ms HeadObject took ~100 ms. LOCALSTACK_SWITCH_INTERVAL
-# (seconds) sets sys.setswitchinterval before LocalStack starts.
-SWITCH_INTERVAL=${LOCALSTACK_SWITCH_INTERVAL:-0.005}
-LAUNCH='import runpy, sys; sys.setswitchinterval(float(sys.argv.pop(1))); sys.argv[0] = "localstack.runtime.main"; runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)'
+# LocalStack serves every request on its own thread, under one GIL. A thread that wakes from
+# I/O (a socket, the reactor's wake-up pipe, os.urandom for request ids) waits up to the
+# interpreter's switch interval (5 ms by default) for a busy thread to let go, at each of the
+# many hand-offs one upload makes (PutObject, S3's notification thread, SQS, the consumer's
+# HeadObject). At 100 uploads/s, with the consumer's HEADs and receives alongside, 1 ms (two
+# LocalStacks side by side under the same load, twice) cut PutObject → received p50 by 13–20%
+# and HEAD p99 by 40–60% for 0–8% more CPU (bench/README.md, "Real-time benchmark").
+# LOCALSTACK_SWITCH_INTERVAL (seconds) sets sys.setswitchinterval before LocalStack starts.
+SWITCH_INTERVAL=${LOCALSTACK_SWITCH_INTERVAL:-0.001}
+# The command line keeps naming localstack.runtime.main (stop.sh and `running` look for it).
+LAUNCH='import runpy, sys; sys.setswitchinterval(float(sys.argv.pop(1))); runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)'
 
 started=$(now)
 : >"$LOG"

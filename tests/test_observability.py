@@ -245,6 +245,10 @@ async def _assert_otlp(stack: Stack, collector: Collector, keys: list[str], queu
     for span in spans:
         if span.parent_span_id in by_id:
             children[span.parent_span_id].add(span.name)
+    # Every message came in through a receive span naming it.
+    received = {v.string_value for s in spans if s.name.startswith("receive ") for a in s.attributes
+                if a.key == "messaging.message.ids" for v in a.value.array_value.values}
+    assert received == message_ids
     mutations = [s for s in spans if s.name == "convex assets:applyEvents"]
     assert len(mutations) == UPLOADS
     # Each upload's message: its span, apply and ack below it, and the id in Convex's history

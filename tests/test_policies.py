@@ -32,6 +32,7 @@ from typing import Any
 
 import boto3
 import botocore.session
+import httpx
 import pytest
 from botocore import xform_name
 from botocore.exceptions import ClientError
@@ -258,6 +259,16 @@ def iam_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamWorld]:
         log.close()
 
 
+def _take_all(sqs: Any, url: str) -> list[dict[str, Any]]:
+    """Receive and delete what a queue holds (PurgeQueue may run once a minute)."""
+    taken: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        taken += batch
+        for message in batch:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return taken
+
+
 def _denied(call: Any, **params: Any) -> ClientError:
     with pytest.raises(ClientError) as info:
         call(**params)
@@ -366,4 +377,49 @@ def test_calls_outside_each_policy_fail_with_access_denied(provisioned: IamWorld
     sqs["scaler"].get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
     consumer_s3.head_object(Bucket=bucket, Key="policies/a.txt")
     sqs["bridge"].send_message(QueueUrl=dlq_url, MessageBody="{}")
-    sqs["admin"].purge_queue(QueueUrl=dlq_url)
+    assert [m["Body"] for m in _take_all(sqs["admin"], dlq_url)] == ["{}"]
+
+
+def test_the_bridge_policy_forwards_minio_events_and_poison(provisioned: IamWorld, tmp_path: Path) -> None:
+    world = provisioned
+    bucket = world.names["S3_BUCKET"]
+    port, token = _free_port(), "bridge-token-0123456789abcdef"
+    log_path = tmp_path / "bridge.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SQS_", "S3_"))}
+    env.update({"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                **world.env("bridge"), "BRIDGE_PORT": str(port), "BRIDGE_HOST": "127.0.0.1",
+                "BRIDGE_AUTH_TOKEN": token})
+    admin = world.client("sqs", "admin")
+    queue_url = admin.get_queue_url(QueueName=world.names["SQS_QUEUE_NAME"])["QueueUrl"]
+    dlq_url = admin.get_queue_url(QueueName=world.names["SQS_DLQ_NAME"])["QueueUrl"]
+    document = json.loads((ROOT / "tests" / "fixtures" / "minio" / "put.json").read_text())
+    document["Records"][0]["s3"]["bucket"]["name"] = bucket
+    document["Key"] = f"{bucket}/{document['Key'].split('/', 1)[1]}"
+    poison = {**document, "Records": [{**document["Records"][0], "s3": {
+        **document["Records"][0]["s3"], "bucket": {"name": "someone-elses-bucket"}}}]}
+    _take_all(admin, queue_url)  # what other tests' uploads notified
+    with log_path.open("w") as log:
+        bridge = subprocess.Popen([sys.executable, "-m", "s3convex", "bridge"], cwd=ROOT, env=env,
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:  # /readyz is 200 once SQS answered the bridge's GetQueueAttributes
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and bridge.poll() is None, log_path.read_text()
+            time.sleep(0.2)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        for body in (document, poison):
+            answer = httpx.post(f"{base}/", content=json.dumps(body), headers=headers, timeout=30)
+            assert answer.status_code == 200, (answer.status_code, answer.text)
+    finally:
+        bridge.terminate()
+        assert bridge.wait(30) == 0, log_path.read_text()
+    assert "AccessDenied" not in log_path.read_text()
+    forwarded, dead = _take_all(admin, queue_url), _take_all(admin, dlq_url)
+    assert [json.loads(m["Body"])["Records"][0]["eventSource"] for m in forwarded] == ["minio:s3"]
+    assert len(dead) == 1 and "someone-elses-bucket" in dead[0]["Body"]

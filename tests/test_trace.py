@@ -39,11 +39,11 @@ def _test_events_off(stack: Stack) -> None:
 
 
 @pytest.mark.e2e
-async def test_trace_follows_an_asset_through_a_dlq_episode_and_its_replay(stack: Stack) -> None:
+async def test_trace_follows_an_asset_through_a_dlq_episode_and_its_replay(stack: Stack, aws_backend: str) -> None:
     _test_events_off(stack)
     requests: list[str | None] = []
 
-    stack.put(KEY, b"first")                                   # 1. created
+    stack.put(KEY, b"first", Metadata={"s3convex-run-id": "run-20261101-ab12"})  # 1. created by an upload run
     requests += await _queued_request_ids(stack, 1)
     assert await stack.drain() == 0
     stack.put(KEY, b"second")                                  # 2. overwritten
@@ -60,6 +60,8 @@ async def test_trace_follows_an_asset_through_a_dlq_episode_and_its_replay(stack
     requests += await _queued_request_ids(stack, 1)
     assert await stack.drain() == 0
 
+    if aws_backend == "localstack":  # sends responseElements, as AWS does (moto sends none)
+        assert all(requests), requests
     result = await run_cli(stack, "trace", f"{stack.bucket}/{KEY}")
     assert result.code == 0, result.stderr
     trace = result.json
@@ -81,6 +83,8 @@ async def test_trace_follows_an_asset_through_a_dlq_episode_and_its_replay(stack
     assert replay["runId"] == replayed.json["runId"] and replay["status"] == "completed"
     assert applied["sqsMessageId"] == replay["sqsMessageId"] != failed["sqsMessageId"]
     assert applied["replayRunId"] == replay["runId"]
+    # The uploader's run id, from the object's x-amz-meta-s3convex-run-id.
+    assert created["uploadRunId"] == "run-20261101-ab12" and overwritten["uploadRunId"] is None
     # Every revision from its own message and its own commit.
     messages = [s["sqsMessageId"] for s in (created, overwritten, applied, deleted)]
     commits = [s["commit"] for s in (created, overwritten, applied, deleted)]

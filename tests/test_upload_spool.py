@@ -203,7 +203,7 @@ def read_event(process: subprocess.Popen[str], event: str, timeout: float = 120)
 
 
 async def test_a_killed_uploader_s_spool_is_delivered_after_a_restart_once_and_in_order(
-        stack: Stack, down_convex: DownConvex, tmp_path: Path) -> None:
+        stack: Stack, aws_backend: str, down_convex: DownConvex, tmp_path: Path) -> None:
     session_id = f"k-{uuid.uuid4().hex[:10]}"
     make_scene(tmp_path / "scene")
     spool_dir = tmp_path / "spool"
@@ -257,7 +257,10 @@ async def test_a_killed_uploader_s_spool_is_delivered_after_a_restart_once_and_i
             assert found["status"] == "available" and found["revision"] >= 1, (name, found)
             history = await convex.query("assets:history", {"bucket": stack.bucket,
                                                             "key": prefix + name})
-            assert len(history) == 1, (name, history)
+            # moto's gap (FIELD-NOTES): an extra ObjectCreated:Put before a multipart upload's
+            # CompleteMultipartUpload is a second event of its own, not a duplicate of ours.
+            extra = 1 if aws_backend == "moto" and name == "video.mp4" else 0
+            assert len(history) == 1 + extra, (name, history)
         session = await convex.query("sessions:get", {"sessionId": session_id})
         assert session["summary"]["filesDone"] == len(ALL_FILES)
 

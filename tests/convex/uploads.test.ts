@@ -949,3 +949,65 @@ describe("sweepStale", () => {
     }
   });
 });
+
+describe("the offline spool's delivery (s3convex.storage.spool_sink)", () => {
+  // What the spool holds after an upload_dir with Convex away, in the order it was written.
+  const manifestArgs = {
+    sessionId: SESSION,
+    sceneId: "intro",
+    version: 1,
+    bucket: BUCKET,
+    key: MANIFEST,
+    runId: RUN,
+  };
+  const spooled = (t: Backend) => [
+    () =>
+      t.mutation(internal.uploads.createSession, {
+        sessionId: SESSION,
+        ownerId: ALICE.tokenIdentifier,
+      }),
+    () => report(t, [upd(VIDEO, "pending"), upd(SOURCE, "pending")]),
+    () =>
+      report(t, [
+        upd(VIDEO, "uploading", { bytesSent: 400 }),
+        upd(VIDEO, "failed", {
+          bytesSent: 400,
+          error: "SlowDown (HTTP 503)",
+          nextRetryAt: T0,
+        }),
+        done(SOURCE),
+      ]),
+    () => report(t, [upd(VIDEO, "uploading", { attempt: 2, bytesSent: 500 })]),
+    () => report(t, [done(VIDEO, { attempt: 2 }), done(MANIFEST)]),
+    () => t.mutation(internal.uploads.setManifest, manifestArgs),
+  ];
+
+  test("delivered again (a crash before the spool forgot it), it writes nothing", async () => {
+    const t = backend();
+    for (const call of spooled(t)) await call();
+    const first = await everything(t);
+    expect(await record(t, VIDEO)).toMatchObject({
+      status: "available",
+      upload: { attempt: 2, status: "available" },
+    });
+
+    // The whole spool again, then each entry again after the ones behind it.
+    for (const call of spooled(t)) await call();
+    for (const call of spooled(t).reverse()) await call();
+    expect(await everything(t)).toEqual(first);
+
+    // The daemon's events for the same objects, then the spool once more: one version each.
+    await apply(t, [s3Created(VIDEO), s3Created(SOURCE), s3Created(MANIFEST)]);
+    const withEvents = await everything(t);
+    for (const call of spooled(t)) await call();
+    expect(await everything(t)).toEqual(withEvents);
+    for (const key of [VIDEO, SOURCE, MANIFEST]) {
+      expect(await history(t, key)).toHaveLength(1);
+    }
+    expect((await session(t))!.summary).toMatchObject({
+      filesDone: 3,
+      filesTotal: 3,
+      failed: 0,
+    });
+  });
+});

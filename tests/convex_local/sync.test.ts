@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import WebSocket from "ws";
@@ -17,6 +17,7 @@ import { makeFunctionReference } from "convex/server";
 import { ConvexError } from "convex/values";
 import { createDevKeys, mintDevToken } from "../../convex_local/dev_auth";
 import { decodeTs } from "../../convex_local/sync_protocol";
+import { eventKeys } from "../../convex_local/trace";
 import { ADMIN_KEY, REPO, post, startServer, waitFor, type Running } from "./server_process";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -432,4 +433,37 @@ describe("sync across a server restart", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
+});
+
+describe("stage trace (CONVEX_LOCAL_TRACE)", () => {
+  it("writes each execution and each refresh that pushed, in order, with the commit's timestamp", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "convex-local-trace-"));
+    const path = join(dir, "trace.jsonl");
+    const server = await startServer({ CONVEX_LOCAL_TRACE: path });
+    const c = new ConvexClient(server.url, { webSocketConstructor: WebSocket as any, logger: false });
+    try {
+      const sub = watch<string[]>(c, list, { group: "t" });
+      await waitFor(() => sub.values.length > 0, 10_000, "first result");
+      expect((await httpMutation(server.url, "live:add", { group: "t", name: "traced" })).json.status).toBe("success");
+      await waitFor(() => sub.last()?.includes("traced"), 5_000, "the insert");
+      await c.close();
+      expect(await server.stop()).toBe(0); // the buffered lines are written at exit
+      const lines = readFileSync(path, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+      const exec = lines.find((l) => l.e === "exec" && l.path === "live:add");
+      expect(exec.queued).toBeLessThanOrEqual(exec.start);
+      expect(exec.start).toBeLessThanOrEqual(exec.end);
+      const push = lines.find((l) => l.e === "refresh" && BigInt(l.ts) >= BigInt(exec.ts) && l.start >= exec.end);
+      expect(push).toMatchObject({ reruns: 1, changed: 1, sent: 1 });
+      expect(push.end).toBeGreaterThanOrEqual(push.start);
+    } finally {
+      await c.close();
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  it("names the keys of an `events` argument (what applyEvents writes)", () => {
+    expect(eventKeys({ events: [{ key: "a/1.mp4" }, { key: "b/2.mp4" }], commit: "x" })).toEqual(["a/1.mp4", "b/2.mp4"]);
+    expect(eventKeys({ group: "g" })).toBeUndefined();
+  });
 });
