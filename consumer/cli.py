@@ -40,6 +40,9 @@ COMMAND_MODULES = {
     "upload": "s3convex.consumer.ops.upload",  # s3convex upload DIR --session S --scene X --version N
     "trace": "s3convex.consumer.ops.trace",  # s3convex trace BUCKET/KEY
     "bridge": "s3convex.consumer.ops.bridge",  # s3convex bridge (MinIO webhook → SQS)
+    "cleanup": "s3convex.consumer.ops.cleanup",  # s3convex cleanup [--dry-run] [--session S] [--limit N]
+    "retention": "s3convex.consumer.ops.retention",  # s3convex retention plan|apply
+    "sessions": "s3convex.consumer.ops.sessions",  # s3convex sessions delete|restore|status
 }
 _OWN_COMMANDS = frozenset({"run", "config"})
 

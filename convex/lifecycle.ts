@@ -332,21 +332,35 @@ export const dueAsset = v.object({
 
 /**
  * Pending removals whose time has come (grace passed, backoff waited), the
- * longest due first. Worst case: 1 index range, `limit` ≤ 1,000 assets of
- * ≤ 7 KB: 7 MB of 16 MiB.
+ * longest due first, a page at a time. A pass passes back `asOf` (Convex's
+ * time of its first page) with each cursor, so every page reads the same
+ * index range; what is due at `asOf` is due now. Worst case: 1 index range,
+ * `limit` ≤ 1,000 assets of ≤ 7 KB: 7 MB of 16 MiB.
  */
 export const due = internalQuery({
-  args: { limit: v.number(), sessionId: v.optional(v.string()) },
-  returns: v.array(dueAsset),
-  handler: async (ctx, { limit, sessionId }) => {
+  args: {
+    limit: v.number(),
+    sessionId: v.optional(v.string()),
+    cursor: v.optional(v.union(v.string(), v.null())),
+    asOf: v.optional(v.number()),
+  },
+  returns: v.object({
+    page: v.array(dueAsset),
+    continueCursor: v.string(),
+    isDone: v.boolean(),
+    asOf: v.number(),
+  }),
+  handler: async (ctx, { limit, sessionId, cursor, asOf }) => {
     checkBatch(limit);
     const now = Date.now();
+    // A time ahead of Convex's would make records due before their time.
+    const at = asOf === undefined ? now : Math.min(asOf, now);
     const rows =
       sessionId === undefined
         ? ctx.db
             .query("assets")
             .withIndex("by_cleanup_due", (q) =>
-              q.eq("status", "cleanup_pending").lte("cleanup.nextAttemptAt", now),
+              q.eq("status", "cleanup_pending").lte("cleanup.nextAttemptAt", at),
             )
         : ctx.db
             .query("assets")
@@ -354,19 +368,25 @@ export const due = internalQuery({
               q
                 .eq("sessionId", sessionId)
                 .eq("status", "cleanup_pending")
-                .lte("cleanup.nextAttemptAt", now),
+                .lte("cleanup.nextAttemptAt", at),
             );
-    return (await rows.take(limit)).map((asset) => ({
-      assetId: asset._id,
-      bucket: asset.bucket,
-      key: asset.key,
-      sessionId: asset.sessionId,
-      size: asset.size,
-      versionId: asset.versionId,
-      cause: asset.cleanup!.cause,
-      attempts: asset.cleanup!.attempts,
-      nextAttemptAt: asset.cleanup!.nextAttemptAt,
-    }));
+    const page = await rows.paginate({ numItems: limit, cursor: cursor ?? null });
+    return {
+      page: page.page.map((asset) => ({
+        assetId: asset._id,
+        bucket: asset.bucket,
+        key: asset.key,
+        sessionId: asset.sessionId,
+        size: asset.size,
+        versionId: asset.versionId,
+        cause: asset.cleanup!.cause,
+        attempts: asset.cleanup!.attempts,
+        nextAttemptAt: asset.cleanup!.nextAttemptAt,
+      })),
+      continueCursor: page.continueCursor,
+      isDone: page.isDone,
+      asOf: at,
+    };
   },
 });
 
@@ -589,11 +609,12 @@ export const MAX_BACKLOG_COUNT = 1_000;
 /**
  * The cleanup backlog for metrics and `s3convex health`: pending records
  * (and how many are due now), failed ones, and the oldest due time. Counts
- * stop at MAX_BACKLOG_COUNT (`more`). Worst case: 3 index ranges, 2,001
- * records (≤ 14 MB with the largest records; ~2 MB typical).
+ * stop at MAX_BACKLOG_COUNT (`more`); `bucket` counts one bucket's among
+ * those. Worst case: 2 index ranges, 2,002 records (~3 MB typical; with the
+ * largest, 7 KB records, 14 MB of 16 MiB).
  */
 export const backlog = internalQuery({
-  args: {},
+  args: { bucket: v.optional(v.string()) },
   returns: v.object({
     pending: v.number(),
     due: v.number(),
@@ -602,22 +623,30 @@ export const backlog = internalQuery({
     oldestDueAt: v.optional(v.number()),
     oldestRequestedAt: v.optional(v.number()),
   }),
-  handler: async (ctx) => {
+  handler: async (ctx, { bucket }) => {
     const now = Date.now();
-    const pending = await ctx.db
+    // One bucket's share of the first records (deployments hold one or two).
+    const mine = (rows: Doc<"assets">[]) =>
+      bucket === undefined ? rows : rows.filter((a) => a.bucket === bucket);
+    const pendingRows = await ctx.db
       .query("assets")
       .withIndex("by_cleanup_due", (q) => q.eq("status", "cleanup_pending"))
       .take(MAX_BACKLOG_COUNT + 1);
-    const failed = await ctx.db
+    const failedRows = await ctx.db
       .query("assets")
       .withIndex("by_status", (q) => q.eq("status", "cleanup_failed"))
-      .take(MAX_BACKLOG_COUNT - Math.min(pending.length, MAX_BACKLOG_COUNT) + 1);
+      .take(MAX_BACKLOG_COUNT + 1);
+    const more =
+      pendingRows.length > MAX_BACKLOG_COUNT ||
+      failedRows.length > MAX_BACKLOG_COUNT;
+    const pending = mine(pendingRows.slice(0, MAX_BACKLOG_COUNT));
+    const failed = mine(failedRows.slice(0, MAX_BACKLOG_COUNT));
     const due = pending.filter((a) => a.cleanup!.nextAttemptAt <= now);
     return {
-      pending: Math.min(pending.length, MAX_BACKLOG_COUNT),
-      due: Math.min(due.length, MAX_BACKLOG_COUNT),
+      pending: pending.length,
+      due: due.length,
       failed: failed.length,
-      more: pending.length > MAX_BACKLOG_COUNT || failed.length > MAX_BACKLOG_COUNT,
+      more,
       oldestDueAt: due[0]?.cleanup!.nextAttemptAt,
       oldestRequestedAt: due.length
         ? Math.min(...due.map((a) => a.cleanup!.requestedAt))

@@ -281,9 +281,10 @@ export const DEFAULT_SWEEP = 100;
  * report of the same attempt is then stale, unless it says `available`
  * (the file made it after all) or is a newer attempt.
  *
- * Not scheduled here (convex-test runs no crons): the caller runs it, e.g.
- * the uploader's or daemon's cleanup loop, or a `crons.interval` in
- * convex/crons.ts on a real deployment (convex/UPLOADS.md).
+ * Not scheduled here (convex-test runs no crons): the daemon's sweeper
+ * (consumer/upload_sweeper.py) calls it every UPLOAD_SWEEP_INTERVAL, or a
+ * `crons.interval` in convex/crons.ts can on a real deployment
+ * (convex/UPLOADS.md).
  */
 export const sweepStale = internalMutation({
   args: { olderThanMs: v.number(), limit: v.optional(v.number()) },

@@ -20,6 +20,8 @@ export interface Config {
   functionsDir: string;
   statePath: string | null;
   saveDebounceMs: number;
+  /** How long a subscription refresh may yield to executions queued behind it (subscriptions.ts). */
+  refreshDeferMs: number;
   accelerate: boolean;
   log: boolean;
   udf404OnBadPath: boolean;
@@ -27,6 +29,9 @@ export interface Config {
   faults: Faults;
   instanceName: string;
 }
+
+/** See SubscriptionHub: commits queued together share one refresh, for at most this long. */
+export const DEFAULT_REFRESH_DEFER_MS = 25;
 
 const REPO_ROOT = resolve(fileURLToPath(new URL(".", import.meta.url)), "..");
 
@@ -74,6 +79,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Config {
     functionsDir: resolve(env.CONVEX_LOCAL_FUNCTIONS_DIR || resolve(REPO_ROOT, "convex")),
     statePath: env.CONVEX_LOCAL_STATE ? resolve(env.CONVEX_LOCAL_STATE) : null,
     saveDebounceMs: nonNegativeInt(env, "CONVEX_LOCAL_SAVE_DEBOUNCE_MS", 250),
+    refreshDeferMs: nonNegativeInt(env, "CONVEX_LOCAL_REFRESH_DEFER_MS", DEFAULT_REFRESH_DEFER_MS),
     accelerate: flag(env, "CONVEX_LOCAL_ACCELERATE", true),
     log: flag(env, "CONVEX_LOCAL_LOG", false),
     udf404OnBadPath: flag(env, "CONVEX_LOCAL_UDF_404_ON_BAD_PATH", false),

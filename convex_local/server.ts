@@ -57,6 +57,7 @@ async function start(config: Config): Promise<{ server: Server; shutdown: () => 
     auth,
     adminKey: config.adminKey,
     functionsDir: config.functionsDir,
+    refreshDeferMs: config.refreshDeferMs,
     afterExecute: saver ? () => saver.touch() : undefined,
     log: config.log ? stderrLine : undefined,
   });

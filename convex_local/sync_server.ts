@@ -19,6 +19,8 @@ export interface SyncServerOptions {
   auth: AuthVerifier;
   adminKey: string;
   functionsDir: string;
+  /** SubscriptionHub's bound on yielding a refresh to queued executions (ms; 0: never). */
+  refreshDeferMs?: number;
   afterExecute?: () => void;
   log?: (record: Record<string, unknown>) => void;
 }
@@ -31,8 +33,11 @@ export class SyncServer {
   private nextId = 1;
 
   constructor(private readonly options: SyncServerOptions) {
-    this.hub = new SubscriptionHub(options.deployment, options.functionsDir, (e) =>
-      process.stderr.write(`${JSON.stringify({ event: "sync_refresh_failed", error: String((e as Error)?.stack ?? e) })}\n`),
+    this.hub = new SubscriptionHub(
+      options.deployment,
+      options.functionsDir,
+      (e) => process.stderr.write(`${JSON.stringify({ event: "sync_refresh_failed", error: String((e as Error)?.stack ?? e) })}\n`),
+      options.refreshDeferMs,
     );
   }
 

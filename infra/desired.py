@@ -67,6 +67,9 @@ class Desired:
     cors_methods: tuple[str, ...] = ("GET", "HEAD")
     cors_max_age: int = 3600
     kms_key_id: str | None = None
+    # S3 lifecycle rules (infra/lifecycle.py); 0: the rule is not kept.
+    abort_multipart_days: int = 0
+    noncurrent_version_days: int = 0
 
     def __post_init__(self) -> None:
         if self.dlq_retention <= self.source_retention:
@@ -89,6 +92,8 @@ class Desired:
             cors_methods=aws.cors_allowed_methods,
             cors_max_age=aws.cors_max_age,
             kms_key_id=aws.kms_key_id,
+            abort_multipart_days=aws.abort_multipart_days,
+            noncurrent_version_days=aws.noncurrent_version_days,
         )
 
     def dlq_attributes(self) -> dict[str, str]:

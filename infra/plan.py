@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Action = Literal["none", "create", "update", "delete"]
-Resource = Literal["bucket", "dlq", "queue", "notification", "cors", "encryption"]
+Resource = Literal["bucket", "dlq", "queue", "notification", "cors", "encryption", "lifecycle"]
 State = Literal["present", "missing", "different", "removed"]
 Fix = Callable[[], None]
 

@@ -11,7 +11,8 @@ no action that none of its operations needs, unless its ``why`` says what breaks
 consumer       ``s3convex run``: receive, heartbeat, delete, release and dead-letter;
                HEAD the objects (by version when the event has one); sign readers' GET URLs
 bridge         ``s3convex bridge``: MinIO's notifications into the queue, poison into the DLQ
-cleanup        the cleanup worker: deletes objects (and object versions)
+cleanup        the cleanup worker (consumer/cleanup.py): DeleteObjects of due keys, by version
+               when known; retention (consumer/retention.py) reads the current manifests
 provisioning   ``s3convex infra up|status|down`` (not ``down --delete-bucket``: destroying
                the bucket and its objects is left to an administrator)
 uploader       ``S3Storage`` / ``s3convex upload``: PUT and multipart uploads
@@ -61,7 +62,8 @@ OPERATION_ACTIONS: dict[str, tuple[str, ...]] = {
     "UploadPart": ("s3:PutObject",),
     "CompleteMultipartUpload": ("s3:PutObject",),
     "AbortMultipartUpload": ("s3:AbortMultipartUpload",),
-    "DeleteObject": ("s3:DeleteObject", "s3:DeleteObjectVersion"),
+    # DeleteObjects is authorized per key: s3:DeleteObjectVersion for a key sent with VersionId.
+    "DeleteObjects": ("s3:DeleteObject", "s3:DeleteObjectVersion"),
     # S3 buckets
     "HeadBucket": ("s3:ListBucket",),
     "ListObjectsV2": ("s3:ListBucket",),
@@ -72,6 +74,10 @@ OPERATION_ACTIONS: dict[str, tuple[str, ...]] = {
     "PutBucketEncryption": ("s3:PutEncryptionConfiguration",),
     "GetBucketNotificationConfiguration": ("s3:GetBucketNotification",),
     "PutBucketNotificationConfiguration": ("s3:PutBucketNotification",),
+    "GetBucketVersioning": ("s3:GetBucketVersioning",),
+    "GetBucketLifecycleConfiguration": ("s3:GetLifecycleConfiguration",),
+    "PutBucketLifecycleConfiguration": ("s3:PutLifecycleConfiguration",),
+    "DeleteBucketLifecycle": ("s3:PutLifecycleConfiguration",),
     # KMS, for SSE-KMS objects (S3 calls KMS as the requester)
     "kms:Decrypt": ("kms:Decrypt",),
     "kms:GenerateDataKey": ("kms:GenerateDataKey",),
@@ -79,7 +85,7 @@ OPERATION_ACTIONS: dict[str, tuple[str, ...]] = {
 
 # Operations only operator commands (or `infra down --delete-bucket --force`) call.
 OPERATOR_ONLY = frozenset({"ListObjectsV2", "ListObjectVersions", "ListMultipartUploads",
-                           "DeleteObjects", "DeleteBucket"})
+                           "DeleteBucket"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +118,7 @@ _BRIDGE = (
     Grant("queue", ("GetQueueUrl", "GetQueueAttributes", "SendMessageBatch")),
     Grant("dlq", ("GetQueueUrl", "SendMessage")),  # poison bodies, with their reason
 )
-_CLEANUP = (Grant("objects", ("DeleteObject",)),)
+_CLEANUP = (Grant("objects", ("DeleteObjects", "GetObject")),)
 _UPLOADER = (
     # storage/transfer.py; HeadObject only after NoSuchUpload, to tell our completed upload.
     Grant("objects", ("PutObject", "CreateMultipartUpload", "UploadPart",
@@ -129,6 +135,9 @@ def _provisioning(aws: AwsSettings) -> tuple[Grant, ...]:
         bucket_calls += ["GetBucketCors", "PutBucketCors"]
     if aws.kms_key_id:
         bucket_calls += ["GetBucketEncryption", "PutBucketEncryption"]
+    if aws.abort_multipart_days or aws.noncurrent_version_days:  # infra/lifecycle.py's rules
+        bucket_calls += ["GetBucketVersioning", "GetBucketLifecycleConfiguration",
+                         "PutBucketLifecycleConfiguration", "DeleteBucketLifecycle"]
     queue_calls = ("GetQueueUrl", "GetQueueAttributes", "CreateQueue", "SetQueueAttributes",
                    "DeleteQueue")
     return (Grant("bucket", tuple(bucket_calls)), Grant("queue", queue_calls),

@@ -28,6 +28,7 @@ from s3convex.core.errors import NotFound, StorageError
 from s3convex.infra.aws import aws_call, make_clients
 from s3convex.infra.buckets import BucketSteps
 from s3convex.infra.desired import NOTIFICATION_ID, Desired, InfraSettings
+from s3convex.infra.lifecycle import LifecycleSteps
 from s3convex.infra.notification import NotificationSteps
 from s3convex.infra.plan import DownReport, Fix, Plan, Resource, Step, UpReport
 from s3convex.infra.queues import QueueSteps
@@ -43,6 +44,7 @@ class Provisioner:
         self._bucket = BucketSteps(s3, desired)
         self._queues = QueueSteps(sqs, desired)
         self._notification = NotificationSteps(s3, desired, self._bucket, self._queues)
+        self._lifecycle = LifecycleSteps(s3, desired, self._bucket.exists)
 
     @classmethod
     def from_settings(cls, settings: InfraSettings) -> Provisioner:
@@ -104,4 +106,6 @@ class Provisioner:
             checks.append(self._bucket.check_cors)
         if self.desired.kms_key_id:
             checks.append(self._bucket.check_encryption)
+        if self.desired.abort_multipart_days or self.desired.noncurrent_version_days:
+            checks.append(self._lifecycle.check)  # infra/lifecycle.py
         return tuple(checks)

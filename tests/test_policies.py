@@ -11,7 +11,8 @@ moto authorizes some operations by their own name where AWS uses another action:
 operation by ``sqs:DeleteMessageBatch`` etc. (AWS: the single-message action, ``sqs:DeleteMessage``,
 the only one IAM knows), HeadBucket by ``s3:HeadBucket`` (AWS: ``s3:ListBucket``); and it checks
 the calls that name a queue by name, not URL (GetQueueUrl, CreateQueue), against the resource
-``*``, where AWS uses the queue's ARN: those two are granted on ``*`` on moto only.
+``*``, where AWS uses the queue's ARN: those two are granted on ``*`` on moto only; and it checks
+DeleteObjects' ``s3:DeleteObject`` against the bucket's ARN, where AWS checks each key's.
 :func:`as_moto_authorizes` adds moto's names beside AWS's in a document, and
 ``test_moto_authorizes_batches_by_their_own_name`` shows the gap is still there.
 """
@@ -81,6 +82,11 @@ def as_moto_authorizes(document: dict[str, Any]) -> dict[str, Any]:
     if by_name:
         statements.append({"Sid": "MotoQueuesByName", "Effect": "Allow", "Action": by_name,
                            "Resource": "*"})
+    buckets = sorted({r.split("/", 1)[0] for s in statements if "s3:DeleteObject" in s["Action"]
+                      for r in s["Resource"]})
+    if buckets:
+        statements.append({"Sid": "MotoDeleteObjectsOnTheBucket", "Effect": "Allow",
+                           "Action": ["s3:DeleteObject"], "Resource": buckets})
     return {**document, "Statement": statements}
 
 
@@ -262,7 +268,8 @@ def iam_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamWorld]:
 def _take_all(sqs: Any, url: str) -> list[dict[str, Any]]:
     """Receive and delete what a queue holds (PurgeQueue may run once a minute)."""
     taken: list[dict[str, Any]] = []
-    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                       WaitTimeSeconds=0).get("Messages", []):
         taken += batch
         for message in batch:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
@@ -324,7 +331,8 @@ async def test_the_consumer_policy_drains_events_into_convex(
     keys = ["policies/a.txt", "policies/with space/b.bin", "policies/gone.txt"]
     etags = {key: uploader.put_object(Bucket=bucket, Key=key, Body=key.encode())["ETag"].strip('"')
              for key in keys}
-    cleanup.delete_object(Bucket=bucket, Key="policies/gone.txt")
+    gone = cleanup.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "policies/gone.txt"}]})
+    assert [d["Key"] for d in gone.get("Deleted", [])] == ["policies/gone.txt"], gone  # as the worker deletes
     admin_sqs = world.client("sqs", "admin")
     queue_url = admin_sqs.get_queue_url(QueueName=world.names["SQS_QUEUE_NAME"])["QueueUrl"]
     dlq_url = admin_sqs.get_queue_url(QueueName=world.names["SQS_DLQ_NAME"])["QueueUrl"]
@@ -344,8 +352,7 @@ async def test_the_consumer_policy_drains_events_into_convex(
                 assert record["status"] == "deleted"
             else:
                 assert (record["status"], record["etag"]) == ("available", etags[key])
-    dead = admin_sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10).get("Messages", [])
-    assert [m["Body"] for m in dead] == ["this is not json"]
+    assert [m["Body"] for m in _take_all(admin_sqs, dlq_url)] == ["this is not json"]
     attributes = admin_sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
     assert int(attributes["ApproximateNumberOfMessages"]) == 0
     assert int(attributes["ApproximateNumberOfMessagesNotVisible"]) == 0
@@ -368,7 +375,7 @@ def test_calls_outside_each_policy_fail_with_access_denied(provisioned: IamWorld
         (sqs["bridge"].receive_message, {"QueueUrl": queue_url}),
         (sqs["scaler"].receive_message, {"QueueUrl": queue_url}),
         (world.client("s3", "uploader").delete_object, {"Bucket": bucket, "Key": "policies/a.txt"}),
-        (world.client("s3", "cleanup").get_object, {"Bucket": bucket, "Key": "policies/a.txt"}),
+        (world.client("s3", "cleanup").put_object, {"Bucket": bucket, "Key": "policies/x", "Body": b"x"}),
         (world.client("s3", "provisioning").get_object, {"Bucket": bucket, "Key": "policies/a.txt"}),
     ]
     for call, params in refusals:
@@ -398,6 +405,7 @@ def test_the_bridge_policy_forwards_minio_events_and_poison(provisioned: IamWorl
     poison = {**document, "Records": [{**document["Records"][0], "s3": {
         **document["Records"][0]["s3"], "bucket": {"name": "someone-elses-bucket"}}}]}
     _take_all(admin, queue_url)  # what other tests' uploads notified
+    _take_all(admin, dlq_url)
     with log_path.open("w") as log:
         bridge = subprocess.Popen([sys.executable, "-m", "s3convex", "bridge"], cwd=ROOT, env=env,
                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log)

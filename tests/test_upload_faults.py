@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from s3convex.adapters.aws import MAX_ATTEMPTS
 from s3convex.adapters.convex import ConvexClient
 from s3convex.storage import ConvexStatusSink, S3Storage
 from tests.backends import AwsResources
@@ -19,6 +18,7 @@ from tests.storage_support import (
     FaultProxy,
     RecordingSink,
     make_scene,
+    open_s3,
     settings_for,
 )
 
@@ -49,10 +49,12 @@ async def test_503s_are_retried_a_file_that_keeps_failing_is_failed_and_retry_fa
         aws, upload, _ = settings_for(bucket, proxy.url, S3_UPLOAD_ATTEMPTS="2")
         sink = RecordingSink(ConvexStatusSink(convex))
         prefix = f"sessions/{session_id}/scenes/scene/v1/"
-        async with S3Storage(aws, upload, sink=sink) as store:
+        async with open_s3(aws, upload) as clients, S3Storage(
+                aws, upload, sink=sink, s3=clients.s3) as store:
+            # Requests botocore makes of one call, the first included, as it reads its config.
+            per_call = clients.s3.meta.config.retries["total_max_attempts"]
             result = await store.upload_dir(tmp_path / "scene", session_id, "scene", 1)
 
-            assert len(result.failed) == 1, [(f.error, f.attempt) for f in result.failed]
             (failed,) = result.failed
             assert (failed.file.name, failed.retryable, failed.attempt) == ("scene.py", True, 2)
             assert "SlowDown (HTTP 503)" in failed.error and "reduce your request rate" in (
@@ -63,7 +65,7 @@ async def test_503s_are_retried_a_file_that_keeps_failing_is_failed_and_retry_fa
             video = next(u for u in result.uploaded if u.file.name == "video.mp4")
             assert video.attempt == 1 and len(part_two_faults) == 2  # botocore retried the part
             # Every try of the failing file reached the socket: our attempts × botocore's.
-            assert proxy.count(503, "/scene.py") == 2 * MAX_ATTEMPTS
+            assert proxy.count(503, "/scene.py") == 2 * per_call > 2
             broken_record = await convex.query("assets:getByKey", {
                 "bucket": bucket, "key": prefix + "scene.py"})
             assert broken_record["status"] == "failed" and "SlowDown" in broken_record["error"]

@@ -29,7 +29,8 @@ from s3convex.consumer.ops.output import (
 from s3convex.core.errors import PermanentError
 from s3convex.settings import AwsSettings, ConvexSettings, load
 
-STATUSES = ("pending", "uploading", "available", "failed", "deleted")
+STATUSES = ("pending", "uploading", "available", "failed", "deleted",
+            "cleanup_pending", "cleanup_failed", "missing")  # the last three: convex/LIFECYCLE.md
 MAX_SCAN = 50_000  # records read by one `list` at most, whatever the filters
 
 
@@ -173,7 +174,8 @@ def _print_list(document: dict[str, Any]) -> None:
 
 
 def _status(status: str) -> str:
-    color = {"available": "green", "deleted": "red", "failed": "yellow"}.get(status, "")
+    color = {"available": "green", "deleted": "red", "failed": "yellow", "cleanup_failed": "yellow",
+             "missing": "red", "cleanup_pending": "magenta"}.get(status, "")
     return f"[{color}]{status}[/{color}]" if color else status
 
 
@@ -203,6 +205,7 @@ def _print_view(view: dict[str, Any]) -> None:
         ("created / updated", f"{iso_ms(record.get('createdAt'))} / {iso_ms(record.get('updatedAt'))}"),
         ("deleted at", iso_ms(record.get("deletedAt"))),
         ("error", record.get("error") or record.get("urlError")),
+        *_lifecycle_rows(record),
     ]
     url = view["url"]
     if url:
@@ -221,6 +224,22 @@ def _print_view(view: dict[str, Any]) -> None:
                         "-" if row.get("size") is None else str(row["size"]), row.get("etag") or "-",
                         row.get("source") or "-")
     out.print(history)
+
+
+def _lifecycle_rows(record: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The tombstone's and the cleanup's side of a record (convex/LIFECYCLE.md)."""
+    cleanup = record.get("cleanup") or {}
+    rows: list[tuple[str, Any]] = [
+        ("deleted by / why", " / ".join(str(record[k]) for k in ("deletedBy", "deleteReason")
+                                        if record.get(k)) or None),
+        ("missing since", iso_ms(record.get("missingSince"))),
+    ]
+    if cleanup:
+        rows.append(("cleanup", f"{cleanup.get('cause')}: {int(cleanup.get('attempts', 0))} "
+                     f"attempt(s), next {iso_ms(cleanup.get('nextAttemptAt'))}"
+                     + (f", run {cleanup['runId']}" if cleanup.get("runId") else "")))
+        rows.append(("cleanup error", cleanup.get("lastError")))
+    return rows
 
 
 def register(root: typer.Typer) -> None:

@@ -96,6 +96,7 @@ class HealthChecker:
         queue = asyncio.create_task(self._timed("queue", self._check_queue))
         dlq = asyncio.create_task(self._timed("dlq", self._check_dlq))
         notification = asyncio.create_task(self._timed("notification", self._check_notification))
+        cleanup = asyncio.create_task(self._timed("cleanup", self._check_cleanup))
         first = await asyncio.gather(s3, queue, dlq, notification, convex)
         if first[0].status == "fail" or first[4].status == "fail":
             sample = Check("consistency", "skipped", "needs S3 and Convex")
@@ -103,7 +104,9 @@ class HealthChecker:
             sample = Check("consistency", "skipped", "--sample 0")
         else:
             sample = await self._timed("consistency", self._check_sample)
-        return HealthReport([*first, sample])
+        lifecycle = await cleanup
+        # Shown when there is something to see, or when it could not be looked at.
+        return HealthReport([*first, sample, *([lifecycle] if lifecycle.status != "ok" else [])])
 
     async def _timed(self, name: str, check: Callable[[], Awaitable[Check]]) -> Check:
         started = time.monotonic()
@@ -199,6 +202,18 @@ class HealthChecker:
         if missing:
             return Check("convex", "fail", "functions missing or failing: " + "; ".join(missing))
         return Check("convex", "ok", f"{self._s.convex.base_url}: {len(FUNCTION_PROBES)} functions answer")
+
+    async def _check_cleanup(self) -> Check:
+        """The lifecycle backlog (convex/LIFECYCLE.md): given-up removals warn."""
+        backlog = dict(await self._convex.query("lifecycle:backlog", {"bucket": self._s.aws.bucket}))
+        more = "+" if backlog.get("more") else ""
+        failed, pending, due = (int(backlog[k]) for k in ("failed", "pending", "due"))
+        detail = f"{pending}{more} pending ({due} due), {failed}{more} cleanup_failed"
+        if failed:
+            return Check("cleanup", "warn", detail + " (`s3convex assets list --status "
+                                                     "cleanup_failed`, `s3convex cleanup --retry-failed`)",
+                         backlog)
+        return Check("cleanup", "ok", detail, backlog)
 
     async def _check_sample(self) -> Check:
         """Reservoir-sample objects among the first ``sample_scan`` listed (under the

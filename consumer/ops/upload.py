@@ -3,6 +3,7 @@ Convex — the command line of :class:`s3convex.storage.S3Storage` (``upload_dir
 
     s3convex upload out/intro --session s1 --scene intro --version 3 [--owner alice]
                     [--include GLOB]… [--exclude GLOB]… [--concurrency N] [--json]
+    s3convex upload-spool [--json]      # deliver what S3_UPLOAD_SPOOL_DIR holds, now
 
 Every file is checked before anything is sent; a progress bar (bytes and files) shows on a
 terminal's stderr; then a summary table, or JSON when stdout is not a terminal. Exit codes: 0 all
@@ -32,7 +33,7 @@ from rich.progress import (
 from rich.table import Table
 
 from s3convex.consumer.ops.output import JsonOption, console, emit, human_bytes
-from s3convex.core.errors import SyncError
+from s3convex.core.errors import ConfigError, SyncError
 from s3convex.settings import Settings, load_settings
 from s3convex.storage import (
     FailedFile,
@@ -84,6 +85,11 @@ def upload_command(
     if result.manifest_error:
         problems.append(f"{MANIFEST_NAME}: {result.manifest_error}")
     problems.extend(f"status: {error}" for error in result.status_errors)
+    if result.status_spooled and not problems:  # not an error: the status follows when it can
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"s3convex: Convex unreachable: {result.status_spooled} status writes are spooled in "
+            f"{settings.upload.spool_dir} and are delivered by the next upload (or "
+            f"`s3convex upload-spool`)", markup=False)
     if problems:
         err = Console(stderr=True, highlight=False, soft_wrap=True)
         err.print(f"s3convex: error: {len(result.failed)} of "
@@ -175,6 +181,29 @@ def _print_result(document: dict[str, Any]) -> None:
               markup=False, highlight=False)
 
 
+def upload_spool_command(json_output: JsonOption = False) -> None:
+    """Deliver the status writes spooled while Convex was unreachable (S3_UPLOAD_SPOOL_DIR)."""
+    settings = load_settings()
+    if settings.upload.spool_dir is None:
+        raise ConfigError("S3_UPLOAD_SPOOL_DIR is not set: there is no spool to deliver")
+    document = asyncio.run(_deliver_spool(settings))
+    emit(document, json_output=json_output, render=lambda d: console().print(
+        f"spool {d['spool']}: {d['delivered']} delivered, {d['left']} left, "
+        f"{len(d['errors'])} refused by Convex", markup=False, highlight=False))
+    if document["left"] or document["errors"]:
+        raise typer.Exit(1)
+
+
+async def _deliver_spool(settings: Settings) -> dict[str, Any]:
+    async with S3Storage.from_settings(settings) as storage:  # opening delivers
+        spool = storage.spool
+        assert spool is not None
+        return {"spool": str(spool.spool.path), "delivered": spool.delivered,
+                "left": await spool.pending(), "errors": list(spool.errors)}
+
+
 def register(root: typer.Typer) -> None:
-    """Mount as ``s3convex upload`` (see ``s3convex.consumer.cli.COMMAND_MODULES``)."""
+    """Mount as ``s3convex upload`` and ``s3convex upload-spool`` (see
+    ``s3convex.consumer.cli.COMMAND_MODULES``)."""
     root.command("upload")(upload_command)
+    root.command("upload-spool")(upload_spool_command)

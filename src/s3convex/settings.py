@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -81,6 +81,10 @@ class AwsSettings(_Part):
     cors_methods: str = env("S3_CORS_ALLOWED_METHODS", "GET,HEAD")
     cors_max_age: int = env("S3_CORS_MAX_AGE", 3600, ge=0, le=86_400)
     kms_key_id: str | None = env("S3_KMS_KEY_ID", None)  # set: default SSE-KMS with this key
+    # S3 lifecycle rules `infra up` keeps (infra/lifecycle.py), in days; 0: the rule is not
+    # managed (the default until the provisioning tests expect the step; 7 and 30 recommended).
+    abort_multipart_days: int = env("S3_ABORT_MULTIPART_DAYS", 0, ge=0, le=3650)
+    noncurrent_version_days: int = env("S3_NONCURRENT_VERSION_DAYS", 0, ge=0, le=3650)
 
     @field_validator("bucket")
     @classmethod
@@ -192,6 +196,44 @@ class ConsumerSettings(_Part):
     # seconds (consumer/upload_sweeper.py); 0: no sweep (e.g. a Convex cron does it instead).
     upload_sweep_interval: float = env("UPLOAD_SWEEP_INTERVAL", 60.0, ge=0, le=86_400)
     upload_stale_after: float = env("UPLOAD_STALE_AFTER", 600.0, ge=1, le=SEVEN_DAYS)
+
+
+class CleanupSettings(_Part):
+    """Lifecycle (README, "Lifecycle"; convex/LIFECYCLE.md): the cleanup worker and retention.
+
+    The grace between a deletion and the removal from S3 is Convex's ``CLEANUP_GRACE_SECONDS``
+    (the public ``sessions:delete`` fixes it with no daemon involved), not a setting here.
+    """
+
+    # The daemon's cleanup worker (consumer/cleanup.py); off: `s3convex cleanup` only.
+    enabled: bool = env("CLEANUP_ENABLED", True)
+    interval: float = env("CLEANUP_INTERVAL", 60.0, ge=1, le=86_400)
+    # Keys per DeleteObjects call (S3 takes at most 1,000) and per Convex call.
+    batch: int = env("CLEANUP_BATCH", 1000, ge=1, le=1000)
+    # DeleteObjects calls in flight at once.
+    concurrency: int = env("CLEANUP_CONCURRENCY", 4, ge=1, le=32)
+    # After this many failed attempts a record is `cleanup_failed`; between attempts a jittered
+    # exponential backoff from BASE, capped at MAX (seconds), stored on the record.
+    max_attempts: int = env("CLEANUP_MAX_ATTEMPTS", 5, ge=1, le=100)
+    backoff_base: float = env("CLEANUP_BACKOFF_BASE", 60.0, ge=0, le=86_400)
+    backoff_max: float = env("CLEANUP_BACKOFF_MAX", 6 * 3600.0, ge=0, le=SEVEN_DAYS)
+    # Retention of obsolete scene versions (R4.3): keep the current version plus this many
+    # older ones, and/or drop versions last seen longer ago; unset: no policy.
+    retention_keep_versions: int | None = env("RETENTION_KEEP_VERSIONS", None, ge=0, le=1000)
+    retention_max_age_days: float | None = env("RETENTION_MAX_AGE_DAYS", None, gt=0, le=36_500)
+    # The daemon applies the policy this often (seconds); 0: only `s3convex retention apply`.
+    retention_interval: float = env("RETENTION_INTERVAL", 0.0, ge=0, le=30 * 86_400)
+
+    @field_validator("retention_keep_versions", "retention_max_age_days", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip() == "" else value
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> CleanupSettings:
+        if self.backoff_max < self.backoff_base:
+            raise ValueError("CLEANUP_BACKOFF_MAX must be at least CLEANUP_BACKOFF_BASE")
+        return self
 
 
 class UrlSettings(_Part):
@@ -360,6 +402,8 @@ class Settings:
     urls: UrlSettings
     telemetry: TelemetrySettings
     upload: UploadSettings
+    # Last, with a default: code that builds a Settings by hand keeps working.
+    cleanup: CleanupSettings = field(default_factory=lambda: load(CleanupSettings))
 
     def parts(self) -> Iterator[_Part]:
         return (getattr(self, f.name) for f in fields(self))
@@ -391,10 +435,11 @@ def load_settings(**overrides: Any) -> Settings:
     aws, sqs, convex = part(AwsSettings), part(SqsSettings), part(ConvexSettings)
     consumer, urls, telemetry = part(ConsumerSettings), part(UrlSettings), part(TelemetrySettings)
     upload = part(UploadSettings)
+    cleanup = part(CleanupSettings)
     if (aws is None or sqs is None or convex is None or consumer is None or urls is None
-            or telemetry is None or upload is None):
+            or telemetry is None or upload is None or cleanup is None):
         raise ConfigError("; ".join(problems))
-    return Settings(aws, sqs, convex, consumer, urls, telemetry, upload)
+    return Settings(aws, sqs, convex, consumer, urls, telemetry, upload, cleanup)
 
 
 def _load(part: type[P], overrides: dict[str, Any]) -> P:

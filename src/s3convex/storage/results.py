@@ -100,6 +100,9 @@ class UploadResult:
     manifest: UploadedFile | None = None
     manifest_error: str | None = None
     status_errors: tuple[str, ...] = field(default=())
+    # Status writes waiting in the offline spool when the call returned (Convex unreachable):
+    # delivered later, in order, by this storage or the next one on S3_UPLOAD_SPOOL_DIR.
+    status_spooled: int = 0
 
     @property
     def ok(self) -> bool:
@@ -118,5 +121,6 @@ class UploadResult:
             "manifest": self.manifest.key if self.manifest else None,
             "manifestError": self.manifest_error,
             "statusErrors": list(self.status_errors),
+            "statusSpooled": self.status_spooled,
             "files": [item.to_dict() for item in (*self.uploaded, *self.failed)],
         }

@@ -362,11 +362,13 @@ class S3Storage:
         if isinstance(writer.last_error, SpoolFull) and writer.undelivered:
             errors.append(f"the status of {writer.undelivered} files is neither in Convex nor in "
                           f"the spool, held in memory until the storage closes: {writer.last_error}")
-        result = dataclasses.replace(result, status_errors=tuple(errors))
+        spooled = await self._spool.pending() if self._spool is not None else 0
+        result = dataclasses.replace(result, status_errors=tuple(errors), status_spooled=spooled)
         log.info("upload finished", extra={
             "run_id": result.run_id, "session_id": result.session_id,
             "uploaded": len(result.uploaded), "failed": len(result.failed),
-            "manifest": result.manifest.key if result.manifest else None})
+            "manifest": result.manifest.key if result.manifest else None,
+            "status_spooled": spooled})
         return result
 
     async def _write_manifest(self, result: UploadResult, events: UploadSubscriber,
