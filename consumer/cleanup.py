@@ -234,6 +234,8 @@ class CleanupWorker:
             refused = self._refusal(row)
             if refused is None:
                 sendable.append(row)
+            elif refused == "other_bucket":  # another daemon's: not ours to fail either
+                report.skipped += 1
             else:
                 log.error("cleanup refused a key", extra={"key": row["key"], "reason": refused})
                 report.skipped += 1
@@ -321,7 +323,7 @@ class CleanupWorker:
 
     async def _due(self, limit: int, session: str | None, cursor: str | None,
                    as_of: float | None) -> dict[str, Any]:
-        args: dict[str, Any] = {"limit": limit, "cursor": cursor}
+        args: dict[str, Any] = {"bucket": self._bucket, "limit": limit, "cursor": cursor}
         if session is not None:
             args["sessionId"] = session
         if as_of is not None:

@@ -157,6 +157,19 @@ class Daemon:
                 sweeper = UploadSweeper(convex, stale_after_s=s.consumer.upload_stale_after,
                                         interval_s=s.consumer.upload_sweep_interval)
                 background.add(asyncio.create_task(sweeper.run(self._stop), name="upload-sweeper"))
+            if s.cleanup.enabled:  # due removals out of S3 (consumer/cleanup.py, convex/LIFECYCLE.md)
+                from s3convex.consumer.cleanup import CleanupWorker
+
+                cleaner = CleanupWorker(convex, aws.s3, bucket=s.aws.bucket, layout=s.aws.key_layout,
+                                        settings=s.cleanup, operator="daemon")
+                background.add(asyncio.create_task(cleaner.run(self._stop, interval_s=s.cleanup.interval),
+                                                   name="cleanup-worker"))
+            if s.cleanup.retention_interval and (s.cleanup.retention_keep_versions is not None
+                                                 or s.cleanup.retention_max_age_days is not None):
+                from s3convex.consumer.retention import periodic_retention
+
+                background.add(asyncio.create_task(periodic_retention(
+                    convex, aws.s3, s.cleanup, self._stop), name="retention"))
         # Queue/DLQ depth gauges and the daemon's own alerts (consumer/telemetry.py, alerts.py).
         from s3convex.consumer.alerts import AlertWatch
 

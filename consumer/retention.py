@@ -11,6 +11,8 @@ then), and the cleanup worker (consumer/cleanup.py) removes them like any other.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -18,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from s3convex.adapters.convex import ConvexClient
-from s3convex.core.errors import NotFound, PermanentError
+from s3convex.core.errors import NotFound, PermanentError, RetryableError
+from s3convex.settings import CleanupSettings
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +132,23 @@ class Retention:
             return set()
         files = document.get("files") if isinstance(document, dict) else None
         return {f["key"] for f in files or () if isinstance(f, dict) and isinstance(f.get("key"), str)}
+
+
+async def periodic_retention(convex: ConvexClient, s3: Any, settings: CleanupSettings,
+                             stop: asyncio.Event) -> None:
+    """The daemon's supervised task: apply the policy every ``RETENTION_INTERVAL`` seconds.
+
+    A transient failure skips a round; anything else ends the task, and so the daemon.
+    """
+    retention = Retention(convex, s3, RetentionPolicy(settings.retention_keep_versions,
+                                                      settings.retention_max_age_days))
+    while not stop.is_set():
+        try:
+            totals = await retention.apply(actor="daemon:retention")
+        except RetryableError as exc:
+            log.warning("retention round skipped", extra={"error": str(exc)})
+        else:
+            if totals["marked"]:
+                log.info("retention marked obsolete versions", extra=totals)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.retention_interval)

@@ -339,6 +339,7 @@ export const dueAsset = v.object({
  */
 export const due = internalQuery({
   args: {
+    bucket: v.string(),
     limit: v.number(),
     sessionId: v.optional(v.string()),
     cursor: v.optional(v.union(v.string(), v.null())),
@@ -350,7 +351,7 @@ export const due = internalQuery({
     isDone: v.boolean(),
     asOf: v.number(),
   }),
-  handler: async (ctx, { limit, sessionId, cursor, asOf }) => {
+  handler: async (ctx, { bucket, limit, sessionId, cursor, asOf }) => {
     checkBatch(limit);
     const now = Date.now();
     // A time ahead of Convex's would make records due before their time.
@@ -360,7 +361,10 @@ export const due = internalQuery({
         ? ctx.db
             .query("assets")
             .withIndex("by_cleanup_due", (q) =>
-              q.eq("status", "cleanup_pending").lte("cleanup.nextAttemptAt", at),
+              q
+                .eq("bucket", bucket)
+                .eq("status", "cleanup_pending")
+                .lte("cleanup.nextAttemptAt", at),
             )
         : ctx.db
             .query("assets")
@@ -369,7 +373,9 @@ export const due = internalQuery({
                 .eq("sessionId", sessionId)
                 .eq("status", "cleanup_pending")
                 .lte("cleanup.nextAttemptAt", at),
-            );
+            )
+            // A session lives in one bucket; another's records are not ours.
+            .filter((q) => q.eq(q.field("bucket"), bucket));
     const page = await rows.paginate({ numItems: limit, cursor: cursor ?? null });
     return {
       page: page.page.map((asset) => ({
@@ -609,12 +615,11 @@ export const MAX_BACKLOG_COUNT = 1_000;
 /**
  * The cleanup backlog for metrics and `s3convex health`: pending records
  * (and how many are due now), failed ones, and the oldest due time. Counts
- * stop at MAX_BACKLOG_COUNT (`more`); `bucket` counts one bucket's among
- * those. Worst case: 2 index ranges, 2,002 records (~3 MB typical; with the
- * largest, 7 KB records, 14 MB of 16 MiB).
+ * stop at MAX_BACKLOG_COUNT (`more`). Worst case: 2 index ranges, 2,002
+ * records (~3 MB typical; with the largest, 7 KB records, 14 MB of 16 MiB).
  */
 export const backlog = internalQuery({
-  args: { bucket: v.optional(v.string()) },
+  args: { bucket: v.string() },
   returns: v.object({
     pending: v.number(),
     due: v.number(),
@@ -625,22 +630,20 @@ export const backlog = internalQuery({
   }),
   handler: async (ctx, { bucket }) => {
     const now = Date.now();
-    // One bucket's share of the first records (deployments hold one or two).
-    const mine = (rows: Doc<"assets">[]) =>
-      bucket === undefined ? rows : rows.filter((a) => a.bucket === bucket);
-    const pendingRows = await ctx.db
-      .query("assets")
-      .withIndex("by_cleanup_due", (q) => q.eq("status", "cleanup_pending"))
-      .take(MAX_BACKLOG_COUNT + 1);
-    const failedRows = await ctx.db
-      .query("assets")
-      .withIndex("by_status", (q) => q.eq("status", "cleanup_failed"))
-      .take(MAX_BACKLOG_COUNT + 1);
+    const byDue = (status: "cleanup_pending" | "cleanup_failed") =>
+      ctx.db
+        .query("assets")
+        .withIndex("by_cleanup_due", (q) =>
+          q.eq("bucket", bucket).eq("status", status),
+        )
+        .take(MAX_BACKLOG_COUNT + 1);
+    const pendingRows = await byDue("cleanup_pending");
+    const failedRows = await byDue("cleanup_failed");
     const more =
       pendingRows.length > MAX_BACKLOG_COUNT ||
       failedRows.length > MAX_BACKLOG_COUNT;
-    const pending = mine(pendingRows.slice(0, MAX_BACKLOG_COUNT));
-    const failed = mine(failedRows.slice(0, MAX_BACKLOG_COUNT));
+    const pending = pendingRows.slice(0, MAX_BACKLOG_COUNT);
+    const failed = failedRows.slice(0, MAX_BACKLOG_COUNT);
     const due = pending.filter((a) => a.cleanup!.nextAttemptAt <= now);
     return {
       pending: pending.length,

@@ -312,7 +312,7 @@ export default defineSchema({
     .index("by_upload_progress", ["status", "upload.updatedAt"])
     // Pending removals by when they are due, overall and per session
     // (convex/lifecycle.ts).
-    .index("by_cleanup_due", ["status", "cleanup.nextAttemptAt"])
+    .index("by_cleanup_due", ["bucket", "status", "cleanup.nextAttemptAt"])
     .index("by_session_cleanup_due", [
       "sessionId",
       "status",

@@ -34,7 +34,7 @@ _Missing = NotFound
 def make_clients(aws: AwsSettings) -> tuple[Any, Any]:
     """S3 and SQS clients for the settings' endpoint and region, standard credential chain."""
     options: dict[str, Any] = {
-        "retries": {"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        "retries": {"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         "connect_timeout": 5,
         "read_timeout": 30,
     }

@@ -169,11 +169,14 @@ class FaultProxy:
     """A loopback HTTP proxy in front of S3 (moto, LocalStack) that answers ``503 SlowDown``, as
     S3 does when throttling, to every request ``fault(method, path, query)`` picks — after
     reading its body, so the client sees S3's answer and nothing else. Everything else is
-    forwarded as it came. ``seen`` lists every request with the status answered."""
+    forwarded as it came, after ``delay(...)`` seconds if given. ``seen`` lists every request
+    with the status answered."""
 
-    def __init__(self, target: str, fault: Callable[[str, str, dict[str, str]], bool]) -> None:
+    def __init__(self, target: str, fault: Callable[[str, str, dict[str, str]], bool], *,
+                 delay: Callable[[str, str, dict[str, str]], float] | None = None) -> None:
         self.target = target.rstrip("/")
         self.fault = fault
+        self.delay = delay  # seconds to hold a request before it is answered (a slow uplink)
         self.seen: list[Seen] = []
         self.url = ""
         self._runner: Any = None
@@ -207,6 +210,8 @@ class FaultProxy:
 
         body = await request.read()
         query = dict(request.query)
+        if self.delay is not None and (pause := self.delay(request.method, request.path, query)):
+            await asyncio.sleep(pause)
         if self.fault(request.method, request.path, query):
             self.seen.append(Seen(request.method, request.path, query, 503))
             return web.Response(status=503, body=SLOW_DOWN, content_type="application/xml")

@@ -261,9 +261,10 @@ async def test_a_killed_uploader_s_spool_is_delivered_after_a_restart_once_and_i
             history = await convex.query("assets:history", {"bucket": stack.bucket,
                                                             "key": prefix + name})
             # moto's gap (FIELD-NOTES): an extra ObjectCreated:Put before a multipart upload's
-            # CompleteMultipartUpload is a second event of its own, not a duplicate of ours.
+            # CompleteMultipartUpload may be a second event of its own (as the daemon batches
+            # and HEADs them) — never a version made by the uploader's delivered reports.
             extra = 1 if aws_backend == "moto" and name == "video.mp4" else 0
-            assert len(history) == 1 + extra, (name, history)
+            assert 1 <= len(history) <= 1 + extra, (name, history)
         session = await convex.query("sessions:get", {"sessionId": session_id})
         assert session["summary"]["filesDone"] == len(ALL_FILES)
 
@@ -346,3 +347,53 @@ def assert_complete_small(state: dict[str, Any], run_id: str) -> None:
                for r in state["records"].values()), state["records"]
     assert state["session"]["ownerId"] == "alice"
     assert state["scene"]["uploads"][0]["runId"] == run_id
+
+
+# --- kill -9 in the middle of the upload, then the upload run again --------------------------
+
+async def test_killed_mid_upload_then_run_again_the_later_run_ends_complete(
+        aws_resources: AwsResources, bucket: str, down_convex: DownConvex, session_id: str,
+        tmp_path: Path) -> None:
+    from tests.storage_support import FaultProxy
+
+    make_scene(tmp_path / "scene", video_bytes=40 * MiB)  # 8 parts of 5 MiB
+
+    def slow_parts(method: str, path: str, query: dict[str, str]) -> float:
+        return 0.4 if "partNumber" in query else 0.0
+
+    spool_dir = tmp_path / "spool"
+    async with FaultProxy(aws_resources.endpoint_url, lambda *_: False,
+                          delay=slow_parts) as proxy:
+        env = {**aws_resources.env, **TEST_UPLOAD, "AWS_ENDPOINT_URL": proxy.url,
+               "S3_UPLOAD_CONCURRENCY": "2", "CONVEX_URL": down_convex.url,
+               "CONVEX_DEPLOY_KEY": down_convex.key, "S3_UPLOAD_SPOOL_DIR": str(spool_dir)}
+        worker = spawn_worker(env, str(tmp_path / "scene"), session_id, "scene", "1",
+                              "--owner", "alice")
+        try:
+            for _ in range(600):  # until parts are on their way and some status is spooled
+                parts = [s for s in proxy.seen if "partNumber" in s.query]
+                if len(parts) >= 3 and spool_path(spool_dir, down_convex.url).exists() and len(
+                        spooled_entries(spool_dir, down_convex.url)) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.communicate(timeout=10)
+        completed = [s for s in proxy.seen if s.method == "POST" and "uploadId" in s.query]
+        assert not completed, "the upload finished before it was killed"
+        left = spooled_entries(spool_dir, down_convex.url)
+        assert len(left) >= 2 and left[0][1] == "createSession"
+
+        # Restarted, Convex back: the spool first (the dead run's writes), then the new run.
+        down_convex.start()
+        again = spawn_worker(env, str(tmp_path / "scene"), session_id, "scene", "1",
+                             "--owner", "alice")
+        out, err = await asyncio.to_thread(again.communicate, timeout=180)
+    assert again.returncode == 0, err[-3000:]
+    result = next(json.loads(line) for line in out.splitlines()
+                  if json.loads(line)["event"] == "uploaded")["result"]
+    assert result["ok"] and result["statusSpooled"] == 0
+    assert spooled_entries(spool_dir, down_convex.url) == []
+    async with down_convex.client() as convex:
+        state = await state_of(convex, bucket, session_id)
+    assert_complete(state, result["runId"], bucket, session_id)  # nothing left `uploading`

@@ -68,9 +68,14 @@ def judge(obj: S3Object | None, record: dict[str, Any] | None) -> Drift | None:
         # revision 0 means no S3 event was ever applied, so there is nothing to have gone.
         if record.get("status") == "deleted" or record.get("revision") == 0:
             return None
+        # On its way out of S3 (convex/LIFECYCLE.md): the cleanup tombstones it.
+        if record.get("status") in ("cleanup_pending", "cleanup_failed"):
+            return None
         return Drift("gone", record["key"], f"record is {record.get('status')}, object not in S3",
                      None, record)
     assert obj is not None and record is not None
+    if record.get("status") in ("cleanup_pending", "cleanup_failed"):
+        return None  # waiting for the cleanup worker (its grace, its backoff)
     if record.get("status") == "deleted":
         return Drift("missing", obj.key, "record is a tombstone, object exists", obj, record)
     differences = []

@@ -27,6 +27,7 @@ from rich.table import Table
 from s3convex.adapters.convex import ConvexClient
 from s3convex.consumer.ops.clients import OpsClients, clients
 from s3convex.consumer.ops.output import JsonOption, console, emit, iso_ms, parse_duration
+from s3convex.core.errors import AssetGone
 from s3convex.settings import AwsSettings, ConvexSettings, Settings, load, load_settings
 
 T = TypeVar("T")
@@ -68,10 +69,28 @@ def get(
 
     async def issue(opened: OpsClients) -> dict[str, Any]:
         access = AssetAccess.from_settings(settings, opened.convex, opened.aws.s3)
-        return (await access.get_url(principal, bucket or settings.aws.bucket, key)).to_dict()
+        where = bucket or settings.aws.bucket
+        try:
+            return (await access.get_url(principal, where, key)).to_dict()
+        except AssetGone as exc:
+            raise await _with_why(opened.convex, exc, where, key) from None
 
     issued = _run_with_aws(settings, issue, max_pool_connections=4)
     emit(issued, json_output=json_output, render=_print_issued)
+
+
+async def _with_why(convex: ConvexClient, exc: AssetGone, bucket: str, key: str) -> AssetGone:
+    """The gone error with why (convex/LIFECYCLE.md): deleted by whom and for what, or missing."""
+    record = await convex.query("assets:getByKey", {"bucket": bucket, "key": key}) or {}
+    if record.get("status") == "missing":
+        why = f"missing from S3 since {iso_ms(record.get('missingSince'))}"
+    elif record.get("deleteReason"):
+        why = f"{record['deleteReason']} (by {record.get('deletedBy', 'unknown')})"
+        if record.get("status") != "deleted":
+            why += f", {record['status']}"
+    else:
+        return exc
+    return AssetGone(f"{exc}: {why}", deleted_at=exc.deleted_at, audit_id=exc.audit_id)
 
 
 def _print_issued(issued: dict[str, Any]) -> None:

@@ -64,7 +64,7 @@ async function runScheduled(t: Backend) {
 }
 
 async function cleanAllDue(t: Backend, runId = "run-1") {
-  const { page: due } = await t.query(internal.lifecycle.due, { limit: 1000 });
+  const { page: due } = await t.query(internal.lifecycle.due, { bucket: BUCKET, limit: 1000 });
   return t.mutation(internal.lifecycle.markDeleted, {
     runId,
     assets: due.map(({ assetId, key }) => ({ assetId, key })),
@@ -106,9 +106,9 @@ describe("sessions:delete", () => {
     });
     expect(internalAnswer).toMatchObject({ outcome: "gone", reason: "user asked" });
     // Nothing is due before the grace ends.
-    expect((await t.query(internal.lifecycle.due, { limit: 1000 })).page).toEqual([]);
+    expect((await t.query(internal.lifecycle.due, { bucket: BUCKET, limit: 1000 })).page).toEqual([]);
     vi.setSystemTime(T0 + DAY);
-    expect((await t.query(internal.lifecycle.due, { limit: 1000 })).page).toHaveLength(18);
+    expect((await t.query(internal.lifecycle.due, { bucket: BUCKET, limit: 1000 })).page).toHaveLength(18);
   });
 
   test("only the owner may delete", async () => {
@@ -234,7 +234,7 @@ describe("the worker's guards", () => {
     expect(one.outcome).toBe("retry");
     expect(one.nextAttemptAt! - T0).toBeGreaterThanOrEqual(500);
     expect(one.nextAttemptAt! - T0).toBeLessThanOrEqual(1000);
-    const { page: due } = await t.query(internal.lifecycle.due, { limit: 1000 });
+    const { page: due } = await t.query(internal.lifecycle.due, { bucket: BUCKET, limit: 1000 });
     expect(due.map((d) => d.assetId)).not.toContain(asset._id);
     const [two] = await fail();
     expect(two.nextAttemptAt! - T0).toBeGreaterThanOrEqual(1000);
@@ -246,7 +246,7 @@ describe("the worker's guards", () => {
       status: "cleanup_failed",
       cleanup: { attempts: 3, lastError: "AccessDenied" },
     });
-    expect(await t.query(internal.lifecycle.backlog, {})).toMatchObject({ failed: 1, pending: 17 });
+    expect(await t.query(internal.lifecycle.backlog, { bucket: BUCKET })).toMatchObject({ failed: 1, pending: 17 });
     expect(await t.mutation(internal.lifecycle.retryFailed, { limit: 10 })).toBe(1);
   });
 });

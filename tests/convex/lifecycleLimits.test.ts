@@ -8,7 +8,7 @@ import { afterEach, describe, expect, test, vi } from "vitest";
 import { internal } from "../../convex/_generated/api";
 import { MARK_PAGE } from "../../convex/model/lifecycle";
 import type { S3Event } from "../../convex/events";
-import { T0, backend, created, type Backend } from "./support";
+import { BUCKET, T0, backend, created, type Backend } from "./support";
 
 const MiB = 1 << 20;
 const ASSETS = 5_000;
@@ -89,7 +89,7 @@ describe(`a session of ${ASSETS.toLocaleString()} assets`, () => {
     let cleaned = 0;
     let worst = { bytesWritten: 0, docsWritten: 0, bytesRead: 0 };
     for (;;) {
-      const { page: due } = await t.query(internal.lifecycle.due, { limit: 1000 });
+      const { page: due } = await t.query(internal.lifecycle.due, { bucket: BUCKET, limit: 1000 });
       if (due.length === 0) break;
       const { result, used } = await measured(t, (ctx) =>
         ctx.runMutation(internal.lifecycle.markDeleted, {
@@ -122,12 +122,12 @@ describe(`a session of ${ASSETS.toLocaleString()} assets`, () => {
     await t.mutation(internal.lifecycle.deleteSession, { sessionId: "big", actor: "ops" });
     await t.finishAllScheduledFunctions(vi.runAllTimers);
 
-    const backlog = await measured(t, (ctx) => ctx.runQuery(internal.lifecycle.backlog, {}));
+    const backlog = await measured(t, (ctx) => ctx.runQuery(internal.lifecycle.backlog, { bucket: BUCKET }));
     // The grace (a day) has not passed: pending, none due.
     expect(backlog.result).toMatchObject({ pending: 1000, due: 0, more: true });
     expect(backlog.used.bytesRead.used).toBeLessThan(4 * MiB);
     const due = await measured(t, (ctx) =>
-      ctx.runQuery(internal.lifecycle.due, { limit: 1000, sessionId: "big" }),
+      ctx.runQuery(internal.lifecycle.due, { bucket: BUCKET, limit: 1000, sessionId: "big" }),
     );
     expect(due.result.page).toEqual([]);
     expect(due.used.databaseQueries.used).toBe(1);

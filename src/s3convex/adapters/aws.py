@@ -181,7 +181,7 @@ async def open_clients(
     environment) — the uploads' setting for S3-compatible stores (``UploadSettings``)."""
     common = {
         "max_pool_connections": max_pool_connections,
-        "retries": {"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        "retries": {"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         "connect_timeout": 5,
         "read_timeout": long_poll_seconds + 10,  # a long poll must not time out
     }

@@ -194,7 +194,9 @@ class S3Storage:
     async def create_session(self, session_id: str, owner: str, *,
                              run_id: str | None = None) -> bool:
         """Create the session's Convex record, owned by ``owner`` (R2.1); False if it existed
-        with that owner. Another owner's session: ``ConvexFunctionError`` code ``conflict``."""
+        with that owner — or when Convex is unreachable and the call was spooled (an owner
+        conflict then shows when it is delivered: logged, in ``storage.spool.errors``). Another
+        owner's session: ``ConvexFunctionError`` code ``conflict``."""
         sink = self._opened_sink()
         try:
             return await sink.create_session(session_id, owner, run_id)
