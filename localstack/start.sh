@@ -183,9 +183,10 @@ ln -sfn "$CATALOG" "$STATE/usr/lib/localstack"
 # I/O (a socket, the reactor's wake-up pipe, os.urandom for request ids) waits up to the
 # interpreter's switch interval (5 ms by default) for a busy thread to let go, at each of the
 # many hand-offs one upload makes (PutObject, S3's notification thread, SQS, the consumer's
-# HeadObject). At 100 uploads/s, with the consumer's HEADs and receives alongside, 1 ms (two
-# LocalStacks side by side under the same load, twice) cut PutObject → received p50 by 13–20%
-# and HEAD p99 by 40–60% for 0–8% more CPU (bench/README.md, "Real-time benchmark").
+# HeadObject). Two LocalStacks side by side under the same load (bench/localstack_gil_bench.py:
+# 100 uploads/s, a consumer's receives and HEADs), five pairs: 1 ms against 5 ms cut
+# PutObject → received p50 by 0–41% (p99 −50…+43%, better in four) and HEAD p50 by 2–54%
+# (p99 better in four), for −3…+15% CPU.
 # LOCALSTACK_SWITCH_INTERVAL (seconds) sets sys.setswitchinterval before LocalStack starts.
 SWITCH_INTERVAL=${LOCALSTACK_SWITCH_INTERVAL:-0.001}
 # The command line keeps naming localstack.runtime.main (stop.sh and `running` look for it).

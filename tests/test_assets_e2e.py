@@ -99,6 +99,7 @@ async def test_scene_rendered_v1_then_v2_points_at_v2_with_v1_in_history(stack: 
     session = await stack.convex.query("sessions:get", {"sessionId": session_of(stack)})
     assert session["summary"] | {"lastEventAt": None} == {
         "available": 8, "deleted": 0, "failed": 0, "pending": 0, "uploading": 0,
+        "cleanup_pending": 0, "cleanup_failed": 0, "missing": 0,
         "bytes": sum(map(len, v1.values())) + sum(map(len, v2.values())),
         "byKind": {"video": 2, "source": 2, "metadata": 2, "manifest": 2},
         "scenes": 1, "lastEventAt": None,

@@ -66,7 +66,7 @@ async def test_sessions_commands_and_the_gone_paths(aws_resources, convex, conve
     assert cli(env, "sessions", "restore", session).returncode == 1  # the grace is over
 
     listed = json.loads(cli(env, "assets", "list", "--session", session, "--status", "deleted").stdout)
-    assert [r["key"] for r in listed["records"]] == [key]
+    assert [r["key"] for r in listed["items"]] == [key]
 
 
 async def test_a_missing_file_is_never_handed_out(aws_resources, convex, convex_server) -> None:
@@ -75,3 +75,27 @@ async def test_a_missing_file_is_never_handed_out(aws_resources, convex, convex_
         "bucket": aws_resources.bucket, "key": key, "seenAt": 1_700_000_000_000}) == "missing"
     refused = cli(env, "url", "get", key, "--as", "alice")
     assert refused.returncode == 1 and "missing from S3 since 2023-11-14" in refused.stderr
+
+
+def test_infra_up_keeps_the_s3_lifecycle_rules(aws_resources, monkeypatch) -> None:
+    from s3convex.infra.desired import load_infra_settings
+    from s3convex.infra.provision import Provisioner
+
+    monkeypatch.setenv("S3_ABORT_MULTIPART_DAYS", "7")
+    monkeypatch.setenv("S3_NONCURRENT_VERSION_DAYS", "30")
+    s3 = aws_resources.client("s3")
+    s3.create_bucket(Bucket=aws_resources.bucket)
+    s3.put_bucket_versioning(Bucket=aws_resources.bucket, VersioningConfiguration={"Status": "Enabled"})
+    theirs = {"ID": "theirs", "Status": "Enabled", "Filter": {"Prefix": "tmp/"},
+              "Expiration": {"Days": 1}}
+    s3.put_bucket_lifecycle_configuration(Bucket=aws_resources.bucket,
+                                          LifecycleConfiguration={"Rules": [theirs]})
+    provisioner = Provisioner.from_settings(load_infra_settings())
+    report = provisioner.up()
+    assert {s.resource: s.action for s in report.plan.steps}["lifecycle"] == "create"
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=aws_resources.bucket)["Rules"]}
+    assert set(rules) == {"theirs", "s3convex-abort-multipart", "s3convex-noncurrent"}
+    assert rules["s3convex-abort-multipart"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
+    assert rules["s3convex-noncurrent"]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
+    again = provisioner.status()
+    assert {s.resource: s.action for s in again.steps}["lifecycle"] == "none"

@@ -39,6 +39,8 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import heapq
+import itertools
 import logging
 import math
 import time
@@ -109,33 +111,65 @@ class TransferConfig:
 
 class Limiter:
     """Slots for requests in flight; ``Limiter(n, within=shared)`` also takes one of ``shared``'s
-    (always inner after outer, so two limiters never deadlock)."""
+    (always inner after outer, so two limiters never deadlock).
+
+    A freed slot goes to the waiter with the highest ``priority`` (the transfer asks with its
+    file's size), first come first served among equals: the largest files start first and the
+    small ones fill in around their parts, and the upload does not end on a big file's parts
+    alone with slots idle. In plain arrival order a file's parts queued, one by one, behind
+    every small file asked for before (measured on a 40-file scene over wan: the two videos'
+    parts started after the small files, and the last 0.5 s ran 2-6 requests of 10)."""
 
     def __init__(self, slots: int, *, within: Limiter | None = None) -> None:
-        self._semaphore = asyncio.Semaphore(slots)
+        self._semaphore = asyncio.Semaphore(slots)  # the free slots, when nobody waits
         self._within = within
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap: -priority, order
+        self._order = itertools.count()
 
-    async def acquire(self) -> None:
-        await self._semaphore.acquire()
+    async def acquire(self, priority: int = 0) -> None:
+        await self._take(priority)
         if self._within is not None:
             try:
-                await self._within.acquire()
+                await self._within.acquire(priority)
             except BaseException:
-                self._semaphore.release()
+                self._give()
                 raise
 
     def release(self) -> None:
         if self._within is not None:
             self._within.release()
-        self._semaphore.release()
+        self._give()
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        await self.acquire()
+    async def slot(self, priority: int = 0) -> AsyncIterator[None]:
+        await self.acquire(priority)
         try:
             yield
         finally:
             self.release()
+
+    async def _take(self, priority: int) -> None:
+        if not self._waiting and not self._semaphore.locked():
+            await self._semaphore.acquire()  # a free slot: returns at once
+            return
+        ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (-priority, next(self._order), ticket))
+        try:
+            await ticket  # done: a slot was handed over by _give
+        except BaseException:
+            if ticket.done() and not ticket.cancelled():  # handed over, then cancelled
+                self._give()
+            raise
+
+    def _give(self) -> None:
+        """Hand a slot to the best live waiter, or free it (a cancelled waiter stays in the heap
+        until it comes up here)."""
+        while self._waiting:
+            _, _, ticket = heapq.heappop(self._waiting)
+            if not ticket.done():
+                ticket.set_result(None)
+                return
+        self._semaphore.release()
 
 
 class FileProgress:
@@ -217,7 +251,7 @@ class Transfer:
 
     async def _single(self, file: PlannedFile, progress: FileProgress,
                       limiter: Limiter) -> tuple[Any, ...]:
-        async with limiter.slot():
+        async with limiter.slot(file.size):
             progress.start()
             body, digest = await self._read(file, 0, file.size, None)
             self._unchanged(file)
@@ -259,7 +293,7 @@ class Transfer:
                 for number in range(1, count + 1):
                     offset = (number - 1) * part_size
                     length = min(part_size, file.size - offset)
-                    await limiter.acquire()
+                    await limiter.acquire(file.size)
                     progress.start()
                     turn: asyncio.Future[None] = loop.create_future()
                     task = group.create_task(self._part(
