@@ -92,15 +92,36 @@ def child(endpoint: str, url: str, admin_key: str, session: str) -> None:
     from s3convex.consumer.cleanup import CleanupWorker
     from s3convex.settings import AwsSettings, CleanupSettings, ConvexSettings, load
 
+    calls: dict[str, list[float]] = {}  # where the time goes: call → [count, seconds]
+
+    def timed(name: str, call: Any) -> Any:
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await call(*args, **kwargs)
+            finally:
+                slot = calls.setdefault(name if name != "convex" else args[0], [0, 0.0])
+                slot[0] += 1
+                slot[1] += time.perf_counter() - started
+        return wrapper
+
     async def main() -> dict[str, Any]:
         aws = load(AwsSettings)
         async with (open_clients(aws, max_pool_connections=8) as opened,
                     ConvexClient.from_settings(load(ConvexSettings)) as convex):
-            worker = CleanupWorker(convex, opened.s3, bucket=BUCKET, layout=aws.key_layout,
+            convex.query = timed("convex", convex.query)  # type: ignore[method-assign]
+            convex.mutation = timed("convex", convex.mutation)  # type: ignore[method-assign]
+            s3 = opened.s3
+            s3.delete_objects = timed("s3:DeleteObjects", s3.delete_objects)
+            worker = CleanupWorker(convex, s3, bucket=BUCKET, layout=aws.key_layout,
                                    settings=load(CleanupSettings), operator="bench")
+            cpu = time.process_time()
             started = time.perf_counter()
             report = await worker.run_once(session=session)
-            return {"seconds": time.perf_counter() - started, **report.to_dict()}
+            seconds = time.perf_counter() - started
+            return {"seconds": seconds, "pythonCpuSeconds": round(time.process_time() - cpu, 3),
+                    "calls": {k: {"count": c, "seconds": round(t, 3)} for k, (c, t) in calls.items()},
+                    **report.to_dict()}
 
     print(json.dumps(asyncio.run(main())))
 
@@ -137,7 +158,8 @@ def main() -> int:
     result = {
         "objects": count, "bare": {"seconds": round(bare_s, 2), "perSecond": round(count / bare_s)},
         "ours": {"seconds": round(ours["seconds"], 2), "perSecond": round(count / ours["seconds"]),
-                 "deleted": ours["deleted"], "failed": ours["failed"], "peakRssMb": round(rss_mb, 1)},
+                 "deleted": ours["deleted"], "failed": ours["failed"], "peakRssMb": round(rss_mb, 1),
+                 "pythonCpuSeconds": ours["pythonCpuSeconds"], "calls": ours["calls"]},
         "ratio": round(ratio, 3), "leftInS3": left,
         "pass": {"ratio": ratio >= TARGET_RATIO, "rss": rss_mb <= TARGET_RSS_MB,
                  "complete": ours["deleted"] == count and left == 0},
@@ -145,6 +167,9 @@ def main() -> int:
     print(f"{'':6} {'seconds':>8} {'objects/s':>10}")
     print(f"{'bare':6} {bare_s:8.2f} {count / bare_s:10.0f}")
     print(f"{'ours':6} {ours['seconds']:8.2f} {count / ours['seconds']:10.0f}   peak RSS {rss_mb:.0f} MB")
+    print(f"  worker's Python CPU {ours['pythonCpuSeconds']:.2f} s; calls (count, wall s, overlapping):")
+    for name, figures in sorted(ours["calls"].items(), key=lambda kv: -kv[1]["seconds"]):
+        print(f"    {name:32} {figures['count']:5} {figures['seconds']:8.3f}")
     for name, ok in result["pass"].items():
         print(f"{name:9} {'PASS' if ok else 'FAIL'}")
     print(f"ratio {ratio:.2f} (target ≥ {TARGET_RATIO}), RSS target ≤ {TARGET_RSS_MB} MB")

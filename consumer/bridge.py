@@ -12,6 +12,11 @@ Routes (one port, ``BRIDGE_PORT``):
 - ``HEAD /``: MinIO's liveness check of its target (sent without the token): 200.
 - ``GET /healthz``: 200 while the event loop runs. ``GET /readyz``: 200 unless stopping or SQS
   has not answered (a GetQueueAttributes at most every 10 s while healthy).
+- ``GET /metrics``: Prometheus text (no token: it holds counts, never a key or a secret), the
+  provider ``s3convex bridge`` installs with the daemon's :func:`~s3convex.consumer.telemetry.configure_metrics`
+  (OTLP too when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set): every answer by outcome
+  (``s3convex.bridge.requests``), requests in flight, SendMessageBatch durations, messages sent,
+  bodies dead-lettered by reason.
 
 A signal only sets the stop event: the port closes, requests in flight finish (their SQS sends
 included, within ``grace``), then the batcher drains and the clients close.
@@ -28,11 +33,13 @@ import time
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from s3convex.adapters.aws import open_clients
 from s3convex.adapters.queues import resolve_queues
 from s3convex.consumer.bridge_forward import Forwarder
 from s3convex.consumer.decode import Decoder
+from s3convex.consumer.telemetry import bridge_active_requests, bridge_requests, note_bridge_started
 from s3convex.core.errors import RetryableError, SyncError
 from s3convex.handlers.objects import registry
 from s3convex.settings import AwsSettings, BridgeSettings, SqsSettings
@@ -40,6 +47,8 @@ from s3convex.settings import AwsSettings, BridgeSettings, SqsSettings
 log = logging.getLogger(__name__)
 
 _READY_FRESH_SECONDS = 10.0
+_ACTIVE = {"http.request.method": "POST", "url.scheme": "http"}  # OTel's required HTTP attributes
+_OUTCOME = {"queued": "queued", "dead_lettered": "poison", "ignored": "ignored"}
 
 
 class Bridge:
@@ -61,6 +70,7 @@ class Bridge:
         app.router.add_route("HEAD", "/", self._alive)
         app.router.add_get("/healthz", self._alive)  # GET routes answer HEAD too
         app.router.add_get("/readyz", self._ready)
+        app.router.add_get("/metrics", self._metrics)
         return app
 
     async def serve(self, stop: asyncio.Event, *, grace: float = 20.0) -> None:
@@ -82,30 +92,40 @@ class Bridge:
         # Constant time: the comparison takes as long whatever prefix of the token is right.
         given = request.headers.get("Authorization", "").encode()
         if not hmac.compare_digest(given, self._expected):
-            return _answer(401, {"error": "missing or wrong bearer token"},
-                           headers={"WWW-Authenticate": 'Bearer realm="s3convex-bridge"'})
+            return _counted("unauthorized", _answer(401, {"error": "missing or wrong bearer token"},
+                            headers={"WWW-Authenticate": 'Bearer realm="s3convex-bridge"'}))
         if (request.content_length or 0) > self._settings.max_body_bytes:
-            return _too_large(self._settings.max_body_bytes)
+            return _counted("too_large", _too_large(self._settings.max_body_bytes))
         if self._active >= self._settings.max_concurrency or self.stopping:
-            return _answer(503, {"error": "busy, try again"}, headers={"Retry-After": "1"})
+            return _counted("saturated", _answer(503, {"error": "busy, try again"}, headers={"Retry-After": "1"}))
         self._active += 1
+        bridge_active_requests.add(1, _ACTIVE)
         try:
             try:
                 raw = await request.read()
             except web.HTTPRequestEntityTooLarge:
-                return _too_large(self._settings.max_body_bytes)
+                return _counted("too_large", _too_large(self._settings.max_body_bytes))
             outcome = await self.forwarder.forward(raw)
         except SyncError as exc:
             # Not on the queue: MinIO keeps the event and posts it again.
             log.warning("webhook body not queued; MinIO will retry",
                         extra={"error": str(exc), "retryable": isinstance(exc, RetryableError)})
-            return _answer(503, {"error": f"not queued: {exc}"[:500]}, headers={"Retry-After": "5"})
+            return _counted("sqs_error", _answer(503, {"error": f"not queued: {exc}"[:500]},
+                                                 headers={"Retry-After": "5"}))
         finally:
             self._active -= 1
+            bridge_active_requests.add(-1, _ACTIVE)
         if outcome.status == "queued":
             self._sqs_ok_at = time.monotonic()
-        return _answer(200, {"status": outcome.status, "messageId": outcome.message_id,
-                             "reason": outcome.reason, "keys": list(outcome.keys)})
+        return _counted(_OUTCOME[outcome.status], _answer(200, {
+            "status": outcome.status, "messageId": outcome.message_id, "reason": outcome.reason,
+            "keys": list(outcome.keys)}))
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        # prometheus_client's default registry, where the PrometheusMetricReader collects at each
+        # scrape (the daemon's /metrics renders the same registry).
+        return web.Response(body=generate_latest(REGISTRY),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
 
     async def _alive(self, request: web.Request) -> web.Response:
         return _answer(200, {"status": "alive"})
@@ -125,6 +145,11 @@ class Bridge:
 
 def _answer(status: int, body: dict[str, Any], *, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(body, status=status, headers={"Cache-Control": "no-store", **(headers or {})})
+
+
+def _counted(outcome: str, response: web.Response) -> web.Response:
+    bridge_requests.add(1, {"outcome": outcome})
+    return response
 
 
 def _too_large(limit: int) -> web.Response:
@@ -162,6 +187,7 @@ async def _serve(bridge: BridgeSettings, aws: AwsSettings, sqs: SqsSettings, sto
             await clients.sqs.get_queue_attributes(QueueUrl=queues.url, AttributeNames=["QueueArn"])
 
         server = Bridge(forwarder, bridge, check_sqs=sqs_answers)
+        note_bridge_started()
         sends = asyncio.create_task(forwarder.sends.run(), name="bridge-sends")
         serving = asyncio.create_task(server.serve(stop, grace=grace), name="bridge-http")
         if started is not None:

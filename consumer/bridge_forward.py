@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from s3convex.consumer.ack import (
 from s3convex.consumer.batching import MicroBatcher
 from s3convex.consumer.decode import Decoded, Decoder
 from s3convex.consumer.retry import RetryPolicy, decide
+from s3convex.consumer.telemetry import SQS, bridge_dead_letters, operation_duration, sent_messages
 from s3convex.core.errors import PoisonMessage, StorageUnavailable, SyncError
 from s3convex.handlers.registry import HandlerRegistry
 
@@ -67,6 +69,16 @@ class Outcome:
     keys: tuple[str, ...] = field(default=())
 
 
+class _Refused(Exception):
+    """A poison body and the stage of :meth:`Forwarder._check` that refused it: the low-cardinality
+    ``reason`` of ``s3convex.bridge.dead_letters`` (the full reason goes to the DLQ message)."""
+
+    def __init__(self, stage: str, error: PoisonMessage) -> None:
+        super().__init__(str(error))
+        self.stage = stage
+        self.error = error
+
+
 class Forwarder:
     """``await Forwarder(sqs, queue_url, dlq_url, decoder, registry).forward(body)``.
 
@@ -81,7 +93,10 @@ class Forwarder:
         self._dlq_url = dlq_url
         self._decoder = decoder
         self._registry = registry
-        # Counts since start, logged when the bridge stops: queued / send_calls is the batching.
+        self._send_attributes = {**SQS, "messaging.operation.name": "send",
+                                 "messaging.destination.name": queue_url.rstrip("/").rsplit("/", 1)[-1]}
+        # Counts since start for the one summary line when the bridge stops (the metrics carry
+        # them while it runs): queued / send_calls is how well concurrent posts share batches.
         self.stats = {"queued": 0, "send_calls": 0, "dead_lettered": 0, "ignored": 0}
         self.sends: MicroBatcher[str, str | SyncError] = MicroBatcher(
             self._send, max_size=SQS_MAX_BATCH_ENTRIES, max_wait=linger,
@@ -92,8 +107,8 @@ class Forwarder:
         :class:`~s3convex.core.errors.SyncError` when SQS did not take it (answer 5xx)."""
         try:
             body, decoded = self._check(raw)
-        except PoisonMessage as exc:
-            return await self._dead_letter(raw, exc)
+        except _Refused as refused:
+            return await self._dead_letter(raw, refused.error, refused.stage)
         keys = tuple(f"{event.bucket}/{event.key}" for event in decoded.events)
         if decoded.is_test_event:
             self.stats["ignored"] += 1
@@ -105,22 +120,31 @@ class Forwarder:
         return Outcome("queued", message_id=result, keys=keys)
 
     def _check(self, raw: bytes) -> tuple[str, Decoded]:
-        """The SQS body to send and what the daemon will decode from it — that very body."""
+        """The SQS body to send and what the daemon will decode from it — that very body.
+        Raises :class:`_Refused` naming the stage that found the body poison."""
+        stage = "not_json"
         try:
-            text = raw.decode("utf-8")
-            document = json.loads(text)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise PoisonMessage(f"body is not JSON: {exc}"[:300]) from None
-        body = json.dumps(document) if _NOT_SQS_TEXT.search(text) else text  # ASCII escapes SQS takes
-        if isinstance(document, dict) and isinstance(document.get("Records"), list):
-            # EventName and Key are MinIO's envelope: the daemon reads S3's own shape.
-            body = _sqs_body({"Records": document["Records"]})
-        decoded = self._decoder.decode(body)
-        for event in decoded.events:
-            self._registry.resolve(event)  # the daemon's own verdict: no handler is poison
-        named = document.get("Key") if isinstance(document, dict) else None
-        if named is not None and named not in {f"{e.bucket}/{e.key}" for e in decoded.events}:
-            raise PoisonMessage(f"Key {str(named)[:200]!r} names no object of its Records")
+            try:
+                text = raw.decode("utf-8")
+                document = json.loads(text)
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise PoisonMessage(f"body is not JSON: {exc}"[:300]) from None
+            body = json.dumps(document) if _NOT_SQS_TEXT.search(text) else text  # ASCII escapes SQS takes
+            if isinstance(document, dict) and isinstance(document.get("Records"), list):
+                stage = "too_large"
+                # EventName and Key are MinIO's envelope: the daemon reads S3's own shape.
+                body = _sqs_body({"Records": document["Records"]})
+            stage = "undecodable"
+            decoded = self._decoder.decode(body)
+            stage = "no_handler"
+            for event in decoded.events:
+                self._registry.resolve(event)  # the daemon's own verdict: no handler is poison
+            stage = "key_mismatch"
+            named = document.get("Key") if isinstance(document, dict) else None
+            if named is not None and named not in {f"{e.bucket}/{e.key}" for e in decoded.events}:
+                raise PoisonMessage(f"Key {str(named)[:200]!r} names no object of its Records")
+        except PoisonMessage as exc:
+            raise _Refused(stage, exc) from None
         return body, decoded
 
     async def _send(self, bodies: Sequence[str]) -> list[str | SyncError]:
@@ -129,15 +153,29 @@ class Forwarder:
         entries = [Outgoing(index, body, {}) for index, body in enumerate(bodies)]
         groups = size_batches(entries, lambda entry: entry_bytes(entry.body, entry.attributes))
         self.stats["send_calls"] += len(groups)
-        answers = await asyncio.gather(*(send_batch(self._sqs, self._queue_url, group) for group in groups),
-                                       return_exceptions=True)
+        answers = await asyncio.gather(*(self._send_group(group) for group in groups), return_exceptions=True)
         results: list[str | SyncError] = [StorageUnavailable("not sent")] * len(bodies)
         for group, answer in zip(groups, answers, strict=True):
             for position, entry in enumerate(group):
                 results[entry.ref] = _result(answer, position)
         return results
 
-    async def _dead_letter(self, raw: bytes, error: PoisonMessage) -> Outcome:
+    async def _send_group(self, group: list[Outgoing]) -> list[str | None]:
+        """One SendMessageBatch, timed (``messaging.client.operation.duration``, with
+        ``error.type`` when it raised); the entries SQS accepted are counted as sent."""
+        started = time.monotonic()
+        attributes = dict(self._send_attributes)
+        try:
+            answer = await send_batch(self._sqs, self._queue_url, group)
+        except Exception as exc:
+            attributes["error.type"] = type(exc).__name__
+            raise
+        finally:
+            operation_duration.record(time.monotonic() - started, attributes)
+        sent_messages.add(sum(1 for message_id in answer if message_id is not None), self._send_attributes)
+        return answer
+
+    async def _dead_letter(self, raw: bytes, error: PoisonMessage, stage: str) -> Outcome:
         reason = decide(error, 0, RetryPolicy()).reason  # "poison: …", as the daemon writes it
         source_id = f"minio-bridge:{uuid.uuid4()}"
         attributes = {name: {"DataType": "String", "StringValue": value} for name, value in {
@@ -150,6 +188,7 @@ class Forwarder:
         await self._sqs.send_message(QueueUrl=self._dlq_url, MessageBody=body,
                                      MessageAttributes=attributes)
         self.stats["dead_lettered"] += 1
+        bridge_dead_letters.add(1, {"reason": stage})
         log.warning("webhook body dead-lettered", extra={"reason": reason, "source_message_id": source_id})
         return Outcome("dead_lettered", reason=reason)
 

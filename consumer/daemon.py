@@ -151,7 +151,8 @@ class Daemon:
             background.add(asyncio.create_task(refresher.run(self._stop), name="url-refresher"))
             if s.urls.request_poll_ms:  # the web app's URL requests, signed (consumer/url_requests.py)
                 requests = UrlRequests(convex, urls, [s.aws.bucket], interval_s=s.urls.request_poll_ms / 1000,
-                                       lifetime_for=s.urls.expires_for)
+                                       lifetime_for=s.urls.expires_for,
+                                       objects=S3ObjectStore(aws.s3, aws.signed_head))  # 404 → missing
                 background.add(asyncio.create_task(requests.run(self._stop), name="url-requests"))
             if s.consumer.upload_sweep_interval:  # stalled uploads → failed (consumer/upload_sweeper.py)
                 sweeper = UploadSweeper(convex, stale_after_s=s.consumer.upload_stale_after,

@@ -3,8 +3,8 @@
 Instruments are created from the global meter provider, so they cost next to nothing until a
 provider is configured. :func:`configure_metrics` installs the SDK's provider with the readers
 the standard variables ask for (:func:`metric_exporters`): Prometheus (served as ``/metrics`` on
-``HEALTH_PORT`` by ``consumer/probes.py``) always, OTLP over HTTP when
-``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``…_METRICS_ENDPOINT``) is set, the console when
+``HEALTH_PORT`` by ``consumer/probes.py``, on ``BRIDGE_PORT`` by ``consumer/bridge.py``) always,
+OTLP over HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``…_METRICS_ENDPOINT``) is set, the console when
 ``OTEL_METRICS_EXPORTER`` names it. The OTLP exporter itself reads the rest of ``OTEL_*``
 (headers, timeout, ``OTEL_METRIC_EXPORT_INTERVAL``), ``Resource.create`` reads
 ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``.
@@ -92,6 +92,31 @@ url_refreshes = _meter.create_counter(
 url_refresh_sweeps = _meter.create_counter(
     "s3convex.url.refresh.sweeps", unit="{sweep}",
     description="refresher sweeps, by outcome: ok, skipped (Convex or S3 unavailable)")
+
+# --- the MinIO bridge (consumer/bridge.py, consumer/bridge_forward.py) --------------------------
+# Its SendMessageBatch calls are ``messaging.client.operation.duration`` (operation name send).
+
+BRIDGE_OUTCOMES = ("queued", "ignored", "poison", "unauthorized", "too_large", "saturated", "sqs_error")
+bridge_requests = _meter.create_counter(
+    "s3convex.bridge.requests", unit="{request}",
+    description="webhook posts answered, by outcome: queued, ignored, poison (200); unauthorized (401), "
+                "too_large (413); saturated, sqs_error (503: MinIO keeps the event and retries)")
+bridge_active_requests = _meter.create_up_down_counter(
+    "http.server.active_requests", unit="{request}",
+    description="webhook posts the bridge is handling now (at most BRIDGE_MAX_CONCURRENCY)")
+sent_messages = _meter.create_counter(
+    "messaging.client.sent.messages", unit="{message}",
+    description="messages SQS accepted from the bridge (messaging.operation.name=send)")
+bridge_dead_letters = _meter.create_counter(
+    "s3convex.bridge.dead_letters", unit="{message}",
+    description="webhook bodies the bridge put on the DLQ, by reason: not_json, too_large, "
+                "undecodable, no_handler, key_mismatch")
+
+
+def note_bridge_started() -> None:
+    """Every outcome exists from the start, at 0, so a rate over the first errors is not lost."""
+    for outcome in BRIDGE_OUTCOMES:
+        bridge_requests.add(0, {"outcome": outcome})
 
 
 class _Gauges:

@@ -16,6 +16,15 @@ the AWS credentials, which only this service holds, so the daemon polls for them
   nothing twice. A full batch is followed at once by the next poll; otherwise the next poll
   waits the interval.
 
+Before signing, each request's object is looked at (HeadObject, :data:`HEAD_CONCURRENCY` at a
+time) when the fulfiller is given an ``ObjectStore``, as the daemon does: an object S3 no longer
+has (404) is marked ``missing`` in Convex (``lifecycle:markMissing``, with the time seen, R4.5)
+and the request is closed, so no broken URL is handed out — ``fulfilRequests`` answers it
+``gone`` and ``access:requestUrl`` then says ``{code: "gone", reason: "missing"}``. Here a HEAD is
+affordable: one per user request that needs a fresh URL (one S3 round trip, ~3 ms on LocalStack,
+5–50 ms on AWS, against the poll interval of 500 ms the request already waits); the refresher,
+which re-signs in bulk, does not look.
+
 A request whose URL cannot be made is answered with ``urlError`` (Convex marks it failed and
 ``requestUrl`` again retries); a transient signing error leaves it pending for the next poll.
 When Convex is unavailable the poll backs off (the interval doubled per failure, at most
@@ -36,7 +45,7 @@ from typing import Any
 
 from s3convex.adapters.convex import ConvexClient
 from s3convex.core.errors import RetryableError, SyncError
-from s3convex.core.ports import UrlSource
+from s3convex.core.ports import ObjectStore, UrlSource
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +54,9 @@ FULFIL = "urls:fulfilRequests"
 # convex/urls.ts MAX_REQUESTS: pendingRequests answers, and fulfilRequests takes, at most this many.
 MAX_REQUESTS = 500
 MAX_BACKOFF_S = 30.0
+MARK_MISSING = "lifecycle:markMissing"
+HEAD_CONCURRENCY = 16  # HeadObject calls in flight per poll (the S3 client's pool is small)
+MISSING_ERROR = "object missing from S3"
 
 
 @dataclass
@@ -72,8 +84,10 @@ class UrlRequests:
         interval_s: float,
         lifetime_for: Callable[[str], int],
         batch: int = MAX_REQUESTS,
+        objects: ObjectStore | None = None,
     ) -> None:
-        """``lifetime_for(kind)``: the longest life of a URL of that kind (URL_EXPIRES_<KIND>)."""
+        """``lifetime_for(kind)``: the longest life of a URL of that kind (URL_EXPIRES_<KIND>);
+        ``objects``: HEAD each object first and mark a 404 ``missing`` (None: sign blindly)."""
         if not 1 <= batch <= MAX_REQUESTS:
             raise ValueError(f"batch must be 1..{MAX_REQUESTS}")
         self._convex = convex
@@ -82,6 +96,8 @@ class UrlRequests:
         self._interval_s = interval_s
         self._lifetime_for = lifetime_for
         self._batch = batch
+        self._objects = objects
+        self._heads = asyncio.Semaphore(HEAD_CONCURRENCY)
 
     async def fulfil_once(self) -> RequestsReport:
         """One poll of every bucket: sign what is pending and store it."""
@@ -107,6 +123,10 @@ class UrlRequests:
 
     async def _sign(self, row: dict[str, Any]) -> dict[str, Any] | None:
         try:
+            if self._objects is not None and not await self._exists(row):
+                # Marked missing first: fulfilRequests then finds the asset unavailable and
+                # closes the request as gone (the error text is kept only if it raced back).
+                return {"requestId": row["requestId"], "urlError": MISSING_ERROR}
             signed = await self._urls.url_for(row["bucket"], row["key"], expires_in=self.lifetime_s(row))
         except RetryableError as exc:  # S3 or the network: leave it pending, the next poll retries
             log.warning("url request deferred", extra={"key": row["key"], "error": str(exc)})
@@ -115,6 +135,19 @@ class UrlRequests:
             log.warning("url request failed", extra={"key": row["key"], "error": str(exc)})
             return {"requestId": row["requestId"], "urlError": (str(exc) or type(exc).__name__)[:500]}
         return {"requestId": row["requestId"], **signed.stored_fields()}
+
+    async def _exists(self, row: dict[str, Any]) -> bool:
+        """HeadObject; on a 404 the asset is marked missing with the time it was seen."""
+        seen_at = int(time.time() * 1000)
+        async with self._heads:
+            assert self._objects is not None
+            head = await self._objects.head(row["bucket"], row["key"])
+        if head is not None:
+            return True
+        marked = await self._convex.mutation(MARK_MISSING, {
+            "bucket": row["bucket"], "key": row["key"], "seenAt": seen_at})
+        log.warning("url request: object missing from S3", extra={"key": row["key"], "marked": marked})
+        return False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll now and then every interval until ``stop`` is set; at once again after a full batch."""

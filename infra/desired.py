@@ -67,7 +67,7 @@ class Desired:
     cors_methods: tuple[str, ...] = ("GET", "HEAD")
     cors_max_age: int = 3600
     kms_key_id: str | None = None
-    # S3 lifecycle rules (infra/lifecycle.py); 0: the rule is not kept.
+    # S3 lifecycle rules (infra/lifecycle.py); 0: the rule is not kept (settings default 7, 30).
     abort_multipart_days: int = 0
     noncurrent_version_days: int = 0
 

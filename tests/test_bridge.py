@@ -385,3 +385,80 @@ def test_infra_minio_prints_the_mc_commands_without_the_token() -> None:
     assert refused.returncode == 2 and "S3_BUCKET" in refused.stderr
     relative = _cli("infra", "minio", "--bucket", "video-assets", "--queue-dir", "events", env={})
     assert relative.returncode == 2 and "--queue-dir" in relative.stderr
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+async def test_the_command_exports_what_it_answered_on_metrics_and_over_otlp(
+        aws_resources: AwsResources, queues: tuple[str, str], tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.test_observability import Collector
+
+    log_path = tmp_path / "bridge.log"
+    async with Collector() as collector:
+        env = {**os.environ, **aws_resources.env, "S3_BUCKET": FIXTURE_BUCKET, "BRIDGE_AUTH_TOKEN": TOKEN,
+               "BRIDGE_HOST": "127.0.0.1", "BRIDGE_MAX_BODY_BYTES": "4096",
+               "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_METRIC_EXPORT_INTERVAL": "60000"}
+        env.pop("OTEL_METRICS_EXPORTER", None)
+        process = _spawn_bridge(env, log_path)
+        try:
+            port = None
+            for _ in range(300):
+                lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+                port = next((line["port"] for line in lines if line["msg"] == "bridge listening"), None)
+                if port or process.poll() is not None:
+                    break
+                await asyncio.sleep(0.1)
+            assert port, log_path.read_text()
+            url = f"http://127.0.0.1:{port}"
+            padded = minio_fixture("put.json")
+            padded["Records"][0]["s3"]["object"]["userMetadata"]["X-Amz-Meta-Pad"] = "p" * 5000
+            posts: list[tuple[bytes, str | None, int]] = [
+                *[(minio_body(minio_event("put.json", FIXTURE_BUCKET, f"m/{i}.bin")), TOKEN, 200) for i in range(3)],
+                (minio_body(minio_fixture("put.json")), "wrong" + TOKEN, 401),
+                (minio_body(minio_fixture("put.json")), None, 401),
+                (b"not json {", TOKEN, 200),
+                (minio_body(minio_fixture("accessed-get.json")), TOKEN, 200),
+                (minio_body(padded), TOKEN, 413),
+            ]
+            async with aiohttp.ClientSession() as http:
+                for body, token, expected in posts:
+                    headers = {"Authorization": f"Bearer {token}"} if token else {}
+                    async with http.post(url + "/", data=body, headers=headers) as response:
+                        assert response.status == expected, await response.text()
+                aws_resources.client("sqs").delete_queue(QueueUrl=queues[0])  # SQS refuses the next
+                async with http.post(url + "/", data=minio_body(minio_fixture("delete.json")),
+                                     headers={"Authorization": f"Bearer {TOKEN}"}) as response:
+                    assert response.status == 503
+                async with http.get(url + "/metrics") as response:
+                    assert response.status == 200 and response.content_type == "text/plain"
+                    text = await response.text()
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(process.wait, 20) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+    samples = [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text)
+               for s in family.samples]
+
+    def value(name: str, **labels: str) -> float:
+        return sum(v for n, attrs, v in samples if n == name and labels.items() <= attrs.items())
+
+    assert {attrs["outcome"]: v for n, attrs, v in samples if n == "s3convex_bridge_requests_total"} == {
+        "queued": 3, "ignored": 0, "poison": 2, "unauthorized": 2, "too_large": 1, "saturated": 0, "sqs_error": 1}
+    assert {attrs["reason"]: v for n, attrs, v in samples if n == "s3convex_bridge_dead_letters_total"} == {
+        "not_json": 1, "no_handler": 1}
+    assert value("messaging_client_sent_messages_total", messaging_system="aws_sqs") == 3
+    # Sequential posts: one SendMessageBatch each, the last one refused.
+    sends = "messaging_client_operation_duration_seconds_count"
+    assert value(sends, messaging_operation_name="send") == 4
+    assert sum(v for n, attrs, v in samples if n == sends and attrs.get("error_type")) == 1  # "" = none
+    assert value("http_server_active_requests") == 0
+    assert TOKEN not in text and "m/0.bin" not in text  # no secret, no key as a label
+
+    exported = collector.metric_sums()  # flushed over OTLP when the provider shut down
+    assert exported[("s3convex.bridge.requests", (("outcome", "queued"),))] == 3
+    assert exported[("s3convex.bridge.requests", (("outcome", "unauthorized"),))] == 2
+    assert log_path.read_text().count('"bridge stopped"') == 1

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import socket
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from aiohttp import web
 
 from s3convex.adapters.aws import open_clients
 from s3convex.adapters.convex import ConvexClient
@@ -73,6 +77,45 @@ async def test_unreachable_convex_is_unhealthy(stack: Stack) -> None:
     statuses = _statuses(result.json)
     assert statuses["convex"] == "fail" and statuses["consistency"] == "skipped"
     assert statuses["s3"] == "ok"
+
+
+@contextlib.asynccontextmanager
+async def _deployment_without_trace(convex_url: str) -> AsyncIterator[str]:
+    """The local Convex server behind a loopback proxy that renames every ``trace:`` function to
+    one that does not exist: the server's own answer for a deployment that lacks convex/trace.ts."""
+    async with httpx.AsyncClient(base_url=convex_url, timeout=30) as upstream:
+        async def forward(request: web.Request) -> web.Response:
+            body = await request.read()
+            if body and request.path.startswith("/api/"):
+                document = json.loads(body)
+                if str(document.get("path", "")).startswith("trace:"):
+                    document["path"] = "trace_never_deployed:" + document["path"].split(":", 1)[1]
+                body = json.dumps(document).encode()
+            headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
+            answer = await upstream.request(request.method, request.path_qs, content=body, headers=headers)
+            return web.Response(status=answer.status_code, body=answer.content,
+                                content_type=answer.headers.get("content-type", "application/json").split(";")[0])
+
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", forward)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = _free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            await runner.cleanup()
+
+
+async def test_a_deployment_without_the_trace_functions_is_unhealthy(stack: Stack, convex_server) -> None:
+    async with _deployment_without_trace(convex_server.url) as url:
+        result = await run_cli(stack, "health", "--settle", "0", "--json", env={"CONVEX_URL": url})
+    assert result.code == 1, result.stdout + result.stderr
+    convex = next(c for c in result.json["checks"] if c["name"] == "convex")
+    assert convex["status"] == "fail"
+    assert "trace:recordDeadLetters (" in convex["detail"] and "trace:deadLetters (" in convex["detail"]
+    assert "assets:" not in convex["detail"]  # the functions that are there still answer
 
 
 async def test_daemon_serves_healthz_and_readyz(stack: Stack) -> None:

@@ -9,6 +9,7 @@ import asyncio
 
 import pytest
 
+from s3convex.consumer.ops.output import iso_ms
 from s3convex.infra.desired import load_infra_settings
 from s3convex.infra.provision import Provisioner
 from tests.ops_support import run_cli
@@ -80,6 +81,7 @@ async def test_reconcile_finds_each_kind_of_drift_and_fix_resolves_it(stack: Sta
                                 "gone": {"gone/1.txt", "gone/2.txt"},
                                 "changed": {"changed/1.txt"}}
     assert (report["missing"], report["gone"], report["changed"], report["fixed"]) == (3, 2, 1, 0)
+    assert {i["note"] for i in report["items"] if i["kind"] == "gone"} == {"would be marked missing"}
     changed = next(i for i in report["items"] if i["key"] == "changed/1.txt")
     assert changed["detail"].startswith(f"size {len(b'changed/1.txt')} → 24")
     for key, record in before.items():  # a dry run writes nothing
@@ -93,9 +95,11 @@ async def test_reconcile_finds_each_kind_of_drift_and_fix_resolves_it(stack: Sta
     assert code == 1  # drift was found (and fixed): a cron check still hears about it
     assert (fixed["drift"], fixed["fixed"], fixed["unresolved"]) == (6, 6, 0), fixed["items"]
     assert all(item["outcome"] == "fixed" for item in fixed["items"])
+    assert {i["note"] for i in fixed["items"] if i["kind"] == "gone"} == {"marked missing"}
 
     code, after = await _reconcile(stack)
     assert code == 0 and after["consistent"], after["items"]
+    assert after["markedMissing"] == 2  # S3 lost them: reported on every run, no drift
     for key in ("missing/1.txt", "missing/2.txt", "changed/1.txt", "tomb/1.txt"):
         record, head = await stack.record(key), stack.head(key)
         assert record["status"] == "available", key
@@ -105,11 +109,23 @@ async def test_reconcile_finds_each_kind_of_drift_and_fix_resolves_it(stack: Sta
         assert latest["eventName"] == "ObjectCreated:Reconcile"
         assert latest["source"] == f"reconcile:{fixed['runId']}"
         assert latest["eventTime"] == int(head["LastModified"].timestamp() * 1000)
+    # Deleted behind Convex's back: reconcile only saw that S3 no longer has them, so they are
+    # marked missing with the time seen (R4.5), not tombstoned as if a delete had been applied.
     for key in ("gone/1.txt", "gone/2.txt"):
         record = await stack.record(key)
-        assert record["status"] == "deleted" and record["lastEventName"] == "ObjectRemoved:Reconcile"
-        assert [row["type"] for row in await stack.history(key)] == ["removed", "created"]
+        assert record["status"] == "missing", record
+        assert fixed["startedAt"] <= iso_ms(record["missingSince"]) <= after["startedAt"]
+        assert not record.get("url")  # no URL is ever handed out for it
+        assert [row["type"] for row in await stack.history(key)] == ["created"]
     assert stack.depth() == {"visible": 0, "invisible": 0, "delayed": 0}
+    # Put back in S3 without an event reaching Convex: drift again, and --fix restores it.
+    _notifications(stack, on=False)
+    stack.put("gone/1.txt", b"restored")
+    code, back = await _reconcile(stack, "--fix")
+    assert [(i["key"], i["kind"], i["outcome"]) for i in back["items"]] == [
+        ("gone/1.txt", "missing", "fixed")]
+    assert (await stack.record("gone/1.txt"))["status"] == "available"
+    assert back["markedMissing"] == 1
 
 
 async def test_fix_never_overrides_a_newer_event(stack: Stack) -> None:

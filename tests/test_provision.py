@@ -113,6 +113,21 @@ def steps(plan: Any) -> dict[str, str]:
     return {step.resource: step.action for step in plan.steps}
 
 
+# What `up` manages by default: the four resources and the bucket's lifecycle rules
+# (S3_ABORT_MULTIPART_DAYS and S3_NONCURRENT_VERSION_DAYS default to 7 and 30).
+DEFAULT_RESOURCES = ("bucket", "dlq", "queue", "notification", "lifecycle")
+
+
+def lifecycle_rules(res: AwsResources) -> dict[str, dict[str, Any]]:
+    """The bucket's lifecycle rules as S3 itself reports them, by ID (none: empty)."""
+    try:
+        answer = res.client("s3").get_bucket_lifecycle_configuration(Bucket=res.bucket)
+    except ClientError as error:
+        assert error.response["Error"]["Code"] == "NoSuchLifecycleConfiguration", error.response
+        return {}
+    return {rule["ID"]: rule for rule in answer["Rules"]}
+
+
 # --- up / status ---------------------------------------------------------------------------
 
 
@@ -121,12 +136,13 @@ def test_up_creates_everything(aws_resources: AwsResources) -> None:
     assert not before.up_to_date
     assert {step.resource: step.state for step in before.steps} == {
         "bucket": "missing", "dlq": "missing", "queue": "missing", "notification": "missing",
+        "lifecycle": "missing",
     }  # fmt: skip
 
     report = provisioner().up()
 
     assert report.changed
-    assert steps(report.plan) == dict.fromkeys(("bucket", "dlq", "queue", "notification"), "create")
+    assert steps(report.plan) == dict.fromkeys(DEFAULT_RESOURCES, "create")
     assert provisioner().status().up_to_date
     aws_resources.client("s3").head_bucket(Bucket=aws_resources.bucket)
 
@@ -174,16 +190,18 @@ def test_second_up_reports_and_changes_nothing(aws_resources: AwsResources) -> N
         attributes(aws_resources, aws_resources.queue_name),
         attributes(aws_resources, aws_resources.dlq_name),
         notification_config(aws_resources),
+        lifecycle_rules(aws_resources),
     )
 
     report = provisioner().up()
 
     assert not report.changed
-    assert steps(report.plan) == dict.fromkeys(("bucket", "dlq", "queue", "notification"), "none")
+    assert steps(report.plan) == dict.fromkeys(DEFAULT_RESOURCES, "none")
     assert snapshot == (
         attributes(aws_resources, aws_resources.queue_name),
         attributes(aws_resources, aws_resources.dlq_name),
         notification_config(aws_resources),
+        lifecycle_rules(aws_resources),
     )  # LastModifiedTimestamp included: nothing was written
     assert drain(aws_resources) == []  # no new s3:TestEvent: the notification was not rewritten
 
@@ -198,6 +216,7 @@ def test_changed_settings_update_only_what_differs(aws_resources: AwsResources) 
         "dlq": "none",
         "queue": "update",
         "notification": "none",
+        "lifecycle": "none",
     }
     (queue_step,) = plan.changes
     assert {d.field for d in queue_step.differences} == {"VisibilityTimeout", "RedrivePolicy"}
@@ -219,6 +238,7 @@ def test_missing_dlq_is_reported_and_only_it_is_recreated(aws_resources: AwsReso
         "dlq": "create",
         "queue": "none",
         "notification": "none",
+        "lifecycle": "none",
     }
     assert {step.resource: step.state for step in plan.steps}["dlq"] == "missing"
     report = provisioner().up()
@@ -350,6 +370,7 @@ def test_down_is_idempotent_and_keeps_the_bucket_unless_asked(aws_resources: Aws
     assert not second.changed
     assert steps(provisioner().status()) == {
         "bucket": "none", "dlq": "create", "queue": "create", "notification": "create",
+        "lifecycle": "none",  # the rules belong to the bucket, which down keeps
     }  # fmt: skip
     with pytest.raises(StorageError, match="not empty"):
         provisioner().down(delete_bucket=True)
@@ -395,7 +416,7 @@ def test_cors_and_sse_kms_are_applied_once(aws_resources: AwsResources) -> None:
     again = provisioner(**configured).up()
     assert not again.changed
     assert steps(again.plan) == dict.fromkeys(
-        ("bucket", "dlq", "queue", "notification", "cors", "encryption"), "none")
+        (*DEFAULT_RESOURCES, "cors", "encryption"), "none")
     assert provisioner(**configured).status().up_to_date
     # Not configured: not managed, not reported, left as it is.
     assert "cors" not in steps(provisioner().status())
@@ -441,6 +462,61 @@ def test_cors_answers_browsers_from_allowed_origins_only(
     assert "access-control-allow-origin" not in refused.headers
 
 
+# --- the bucket's lifecycle rules (on by default) ----------------------------------------------
+
+
+def test_up_adds_abort_multipart_and_no_version_rule_on_an_unversioned_bucket(
+        aws_resources: AwsResources) -> None:
+    provisioner().up()
+
+    rules = lifecycle_rules(aws_resources)
+    assert set(rules) == {"s3convex-abort-multipart"}  # no versions: nothing noncurrent to expire
+    abort = rules["s3convex-abort-multipart"]
+    assert abort["Status"] == "Enabled"
+    assert abort["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
+    assert (abort.get("Filter") or {}).get("Prefix", abort.get("Prefix", "")) == ""  # whole bucket
+
+
+def test_a_versioned_bucket_also_expires_noncurrent_versions(aws_resources: AwsResources) -> None:
+    provisioner().up()  # unversioned at first: the abort rule only
+    s3 = aws_resources.client("s3")
+    s3.put_bucket_versioning(Bucket=aws_resources.bucket,
+                             VersioningConfiguration={"Status": "Enabled"})
+
+    plan = provisioner().status()  # versioning turned on later is noticed
+    assert [(s.resource, s.action) for s in plan.changes] == [("lifecycle", "update")]
+    provisioner().up()
+
+    rules = lifecycle_rules(aws_resources)
+    assert set(rules) == {"s3convex-abort-multipart", "s3convex-noncurrent"}
+    assert rules["s3convex-abort-multipart"]["AbortIncompleteMultipartUpload"] == {
+        "DaysAfterInitiation": 7}
+    assert rules["s3convex-noncurrent"]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
+    assert provisioner().status().up_to_date
+
+
+def test_lifecycle_days_are_configurable_and_zero_removes_a_rule(aws_resources: AwsResources) -> None:
+    s3 = aws_resources.client("s3")
+    s3.create_bucket(Bucket=aws_resources.bucket)
+    s3.put_bucket_versioning(Bucket=aws_resources.bucket,
+                             VersioningConfiguration={"Status": "Enabled"})
+    provisioner().up()
+    assert set(lifecycle_rules(aws_resources)) == {"s3convex-abort-multipart", "s3convex-noncurrent"}
+
+    changed = provisioner(s3_abort_multipart_days=0, s3_noncurrent_version_days=90)
+    assert [(s.resource, s.action) for s in changed.status().changes] == [("lifecycle", "update")]
+    changed.up()
+
+    rules = lifecycle_rules(aws_resources)
+    assert set(rules) == {"s3convex-noncurrent"}
+    assert rules["s3convex-noncurrent"]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 90
+    assert provisioner(s3_abort_multipart_days=0, s3_noncurrent_version_days=90).status().up_to_date
+    # Both 0: the rules are not managed at all — no step, and what is there is left alone.
+    unmanaged = provisioner(s3_abort_multipart_days=0, s3_noncurrent_version_days=0).status()
+    assert "lifecycle" not in steps(unmanaged)
+    assert set(lifecycle_rules(aws_resources)) == {"s3convex-noncurrent"}
+
+
 # --- the CLI ----------------------------------------------------------------------------------
 
 
@@ -478,6 +554,7 @@ def test_cli_prints_json_when_stdout_is_not_a_terminal(aws_resources: AwsResourc
         "dlq": "missing",
         "queue": "present",
         "notification": "present",
+        "lifecycle": "present",
     }
     assert infra_cli("down", "--delete-bucket", "--force").returncode == 0
     assert json.loads(infra_cli("down").stdout) == {"changed": False, "removed": []}
@@ -514,7 +591,7 @@ def test_cli_tables_on_a_terminal(
     up = runner.invoke(app, ["up"])
 
     assert up.exit_code == 0 and "create" in up.stdout and aws_resources.bucket in up.stdout
-    assert "Applied 4 change(s)." in up.stdout
+    assert "Applied 5 change(s)." in up.stdout
     assert "Nothing to change" in runner.invoke(app, ["up"]).stdout
     assert "present" in runner.invoke(app, ["status"]).stdout
     assert json.loads(runner.invoke(app, ["status", "--json"]).stdout)["up_to_date"] is True

@@ -21,6 +21,7 @@ import pytest
 from convex_local.launcher import DevToken
 from s3convex.adapters.aws import open_clients
 from s3convex.adapters.convex import ConvexClient
+from s3convex.adapters.s3_store import S3ObjectStore
 from s3convex.adapters.urls import url_source
 from s3convex.consumer.daemon import Daemon
 from s3convex.consumer.url_requests import MAX_REQUESTS, UrlRequests
@@ -181,6 +182,42 @@ async def test_gone_failed_and_deferred_requests(stack: Stack, mint_token: Any) 
         again = await fulfiller.fulfil_once()
     assert (again.pending, dict(again.outcomes)) == (1, {"done": 1})
     assert (await _public(stack, "query", "access:urlRequest", requests["later.py"], token))["status"] == "done"
+
+
+async def test_an_object_s3_lost_is_marked_missing_and_never_handed_out(
+        stack: Stack, mint_token: Any) -> None:
+    token = mint_token(f"{stack.resources.prefix}-dave")
+    assets = await _owned_upload(stack, token, ["lost.py", "kept.py"])
+    requests = {}
+    for name in ("lost.py", "kept.py"):  # source files: no stored URL fits, both are requested
+        answer = await _public(stack, "mutation", "access:requestUrl", {"assetId": assets[name]}, token)
+        assert answer["status"] == "pending", answer
+        requests[name] = {"requestId": answer["requestId"]}
+    # S3 loses the object and no event tells Convex (notifications off): the record says available.
+    stack.s3.put_bucket_notification_configuration(Bucket=stack.bucket, NotificationConfiguration={})
+    stack.s3.delete_object(Bucket=stack.bucket, Key=_key(stack, "lost.py"))
+    assert (await stack.record(_key(stack, "lost.py")) or {})["status"] == "available"
+
+    settings = stack.settings()
+    before_ms = int(time.time() * 1000)
+    async with open_clients(settings.aws) as aws:
+        report = await _fulfiller(stack, settings, url_source(settings.urls, aws),
+                                  objects=S3ObjectStore(aws.s3)).fulfil_once()
+
+    assert (report.pending, dict(report.outcomes)) == (2, {"gone": 1, "done": 1})
+    record = await stack.record(_key(stack, "lost.py")) or {}
+    assert record["status"] == "missing" and not record.get("url")
+    assert before_ms <= record["missingSince"] <= int(time.time() * 1000)
+    state = await _public(stack, "query", "access:urlRequest", requests["lost.py"], token)
+    assert state["status"] == "gone" and "url" not in state
+    # The public API answers a typed error from now on, never a URL (convex/PUBLIC_API.md).
+    again = await _public(stack, "mutation", "access:requestUrl", {"assetId": assets["lost.py"]}, token)
+    assert again["status"] == "error"
+    assert again["error"]["code"] == "gone" and again["error"]["reason"] == "missing"
+    assert again["error"]["deletedAt"] == record["missingSince"]
+    # The object still there was signed as usual, and downloads.
+    kept = await _public(stack, "mutation", "access:requestUrl", {"assetId": assets["kept.py"]}, token)
+    assert kept["status"] == "ready" and await _download(kept["url"]) == b"kept.py"
 
 
 def test_a_request_lives_what_it_asked_for_capped_by_its_kind() -> None:

@@ -31,11 +31,20 @@ def bridge_command(
     """Receive MinIO's webhook notifications and put them on the SQS queue the daemon reads."""
     from s3convex.consumer.bridge import run_bridge
     from s3convex.consumer.logs import configure_logging
+    from s3convex.consumer.telemetry import configure_metrics
 
     overrides: dict[str, Any] = {"BRIDGE_PORT": port, "BRIDGE_HOST": host}
     bridge, aws, sqs, telemetry = _load_all({k: v for k, v in overrides.items() if v is not None})
     configure_logging(telemetry.log_level)
-    raise typer.Exit(asyncio.run(run_bridge(bridge, aws, sqs)))
+    # The daemon's exporters (OTEL_* variables): Prometheus on the bridge's own /metrics, OTLP
+    # when an endpoint is set; shutting the provider down flushes what OTLP has not sent yet.
+    provider = configure_metrics()
+    try:
+        code = asyncio.run(run_bridge(bridge, aws, sqs))
+    finally:
+        if provider is not None:
+            provider.shutdown()
+    raise typer.Exit(code)
 
 
 def _load_all(overrides: dict[str, Any]) -> tuple[BridgeSettings, AwsSettings, SqsSettings, TelemetrySettings]:

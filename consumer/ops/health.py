@@ -48,6 +48,10 @@ FUNCTION_PROBES: tuple[tuple[FunctionKind, str, dict[str, Any]], ...] = (
     ("query", "assets:listByBucket", {"bucket": _PROBE_BUCKET,
                                       "paginationOpts": {"numItems": 1, "cursor": None}}),
     ("query", "operations:listReplayRuns", {"limit": 1}),
+    # The daemon records each DLQ episode and `s3convex trace` reads them (convex/trace.ts):
+    # a deployment that predates them fails here, not at the first dead letter.
+    ("mutation", "trace:recordDeadLetters", {"rows": []}),
+    ("query", "trace:deadLetters", {"bucket": _PROBE_BUCKET, "key": "probe", "limit": 1}),
 )
 
 

@@ -6,6 +6,8 @@ of order in either stops the run rather than report false drift. Three kinds of 
 
 - ``missing``: the object exists, Convex has no record or a tombstone for it;
 - ``gone``: Convex says available, the object is not there (confirmed by HeadObject);
+  ``--fix`` marks it ``missing`` (with the time seen) rather than tombstoning it, and every run
+  counts the records so marked (``markedMissing``): S3 lost them, no fix can bring them back;
 - ``changed``: both exist, size or ETag differ.
 
 ``--fix`` repairs through the consumer's own path (handlers, then ``assets:applyEvents``), so
@@ -120,6 +122,9 @@ def _print_table(document: dict[str, Any]) -> None:
                   f"{document['gone']} gone, {document['changed']} changed)"
                   + (f"; fixed {document['fixed']}, unresolved {document['unresolved']}"
                      if document["fix"] else "; run with --fix to repair"))
+    if document["markedMissing"]:
+        out.print(f"{document['markedMissing']} record(s) marked missing: S3 lost their objects "
+                  "(assets list --status missing)")
     if document["resolvedItself"]:
         out.print(f"{document['resolvedItself']} difference(s) settled during the run (objects "
                   "written or deleted meanwhile) were not counted")

@@ -10,6 +10,12 @@ record holds cannot be ordered after it, and is reported as unresolved too. With
 :class:`DriftFixer` only confirms ``gone`` by HeadObject. It leaves each drift's outcome set
 (``fixed``, ``unresolved``, ``resolved-itself``, or None when nothing was tried); counting and
 reporting are the caller's.
+
+A ``gone`` record that is ``available`` is fixed by ``lifecycle:markMissing`` (status ``missing``
+with the time HeadObject saw the absence, R4.5), not by a removal tombstone: reconcile only
+sees that S3 lost the object, never that someone deleted it, and ``missing`` says exactly that
+(readers get ``gone`` with reason ``missing``; an upload under the key brings it back). The
+mark is skipped when the record's ETag moved on meanwhile (reported as unresolved).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from s3convex.handlers.objects import registry
 
 CREATED_EVENT = "ObjectCreated:Reconcile"
 REMOVED_EVENT = "ObjectRemoved:Reconcile"
+MARK_MISSING = "lifecycle:markMissing"
 
 
 class DriftFixer:
@@ -45,6 +52,7 @@ class DriftFixer:
                  head_concurrency: int = 16, hold_seconds: float = 60.0,
                  signed_head: SignedHead | None = None) -> None:
         self._bucket = bucket
+        self._convex = convex
         self._source = source
         self._fix = fix
         self._store = S3ObjectStore(s3, signed_head)
@@ -78,7 +86,12 @@ class DriftFixer:
                 if exists:
                     drift.outcome, drift.note = "resolved-itself", "the object exists now"
                     return None
+                available = drift.record is not None and drift.record.get("status") == "available"
                 if not self._fix:
+                    drift.note = "would be marked missing" if available else None
+                    return None
+                if available:
+                    await self._mark_missing(drift, checked_at)
                     return None
                 event = ObjectEvent(REMOVED_EVENT, self._bucket, drift.key, checked_at, source=source)
             else:
@@ -97,6 +110,17 @@ class DriftFixer:
         except (PermanentError, ValueError) as exc:
             drift.outcome, drift.note = "unresolved", f"cannot build the fix: {exc}"
             return None
+
+
+    async def _mark_missing(self, drift: Drift, seen_at: int) -> None:
+        assert drift.record is not None
+        args: dict[str, Any] = {"bucket": self._bucket, "key": drift.key, "seenAt": seen_at}
+        if drift.record.get("etag"):
+            args["etag"] = drift.record["etag"]
+        if await self._convex.mutation(MARK_MISSING, args) == "missing":
+            drift.outcome, drift.note = "fixed", "marked missing"
+        else:
+            drift.outcome, drift.note = "unresolved", "the record changed meanwhile; run again"
 
 
 def _why_not(drift: Drift, status: str, reason: str | None) -> str:

@@ -68,8 +68,9 @@ def judge(obj: S3Object | None, record: dict[str, Any] | None) -> Drift | None:
         # revision 0 means no S3 event was ever applied, so there is nothing to have gone.
         if record.get("status") == "deleted" or record.get("revision") == 0:
             return None
-        # On its way out of S3 (convex/LIFECYCLE.md): the cleanup tombstones it.
-        if record.get("status") in ("cleanup_pending", "cleanup_failed"):
+        # On its way out of S3 (convex/LIFECYCLE.md): the cleanup tombstones it. Or already
+        # marked missing (R4.5): Convex and S3 agree there is no object (the run counts these).
+        if record.get("status") in ("cleanup_pending", "cleanup_failed", "missing"):
             return None
         return Drift("gone", record["key"], f"record is {record.get('status')}, object not in S3",
                      None, record)
@@ -78,6 +79,8 @@ def judge(obj: S3Object | None, record: dict[str, Any] | None) -> Drift | None:
         return None  # waiting for the cleanup worker (its grace, its backoff)
     if record.get("status") == "deleted":
         return Drift("missing", obj.key, "record is a tombstone, object exists", obj, record)
+    if record.get("status") == "missing":  # put back in S3 without an event reaching us
+        return Drift("missing", obj.key, "record is marked missing, object exists", obj, record)
     differences = []
     if record.get("size") != obj.size:
         differences.append(f"size {record.get('size')} → {obj.size}")

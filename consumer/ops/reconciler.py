@@ -47,6 +47,7 @@ class ReconcileSummary:
     fixed: int = 0
     unresolved: int = 0
     resolved_itself: int = 0
+    marked_missing: int = 0  # records Convex holds `missing` (S3 lost them): no drift, reported
 
     @property
     def drift(self) -> int:
@@ -62,6 +63,7 @@ class ReconcileSummary:
             "consistent": self.consistent, "objects": self.objects, "records": self.records,
             "drift": self.drift, "missing": self.missing, "gone": self.gone, "changed": self.changed,
             "fixed": self.fixed, "unresolved": self.unresolved, "resolvedItself": self.resolved_itself,
+            "markedMissing": self.marked_missing,
             "startedAt": iso_ms(self.started_ms), "finishedAt": iso_ms(self.finished_ms),
             "seconds": None if self.finished_ms is None else (self.finished_ms - self.started_ms) / 1000,
         }
@@ -114,6 +116,8 @@ class Reconciler:
                 on_progress(summary)
             drift = judge(obj, record)
             if drift is None:
+                if obj is None and record is not None and record.get("status") == "missing":
+                    summary.marked_missing += 1
                 continue
             if drift.kind != "gone" and not self._fix:
                 self._count(drift)

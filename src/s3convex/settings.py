@@ -81,10 +81,10 @@ class AwsSettings(_Part):
     cors_methods: str = env("S3_CORS_ALLOWED_METHODS", "GET,HEAD")
     cors_max_age: int = env("S3_CORS_MAX_AGE", 3600, ge=0, le=86_400)
     kms_key_id: str | None = env("S3_KMS_KEY_ID", None)  # set: default SSE-KMS with this key
-    # S3 lifecycle rules `infra up` keeps (infra/lifecycle.py), in days; 0: the rule is not
-    # managed (the default until the provisioning tests expect the step; 7 and 30 recommended).
-    abort_multipart_days: int = env("S3_ABORT_MULTIPART_DAYS", 0, ge=0, le=3650)
-    noncurrent_version_days: int = env("S3_NONCURRENT_VERSION_DAYS", 0, ge=0, le=3650)
+    # S3 lifecycle rules `infra up` keeps (infra/lifecycle.py), in days; 0 removes that rule,
+    # both 0 leave the bucket's lifecycle unmanaged. NoncurrentVersionExpiration: versioned only.
+    abort_multipart_days: int = env("S3_ABORT_MULTIPART_DAYS", 7, ge=0, le=3650)
+    noncurrent_version_days: int = env("S3_NONCURRENT_VERSION_DAYS", 30, ge=0, le=3650)
 
     @field_validator("bucket")
     @classmethod
