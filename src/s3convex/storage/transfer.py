@@ -4,7 +4,7 @@
 ``concurrency`` slots bounds the requests in flight over every file and every part alike: a
 whole-file PUT holds one slot, each part one slot, from the moment its bytes are read until its
 request is answered — so memory held is at most ``concurrency`` × max(threshold, part size),
-whatever the files' sizes. Bodies are read, and hashed for their request, by two reader threads
+whatever the files' sizes. Bodies are read, and hashed for their request, by one reader thread
 in the order asked; a multipart file's own SHA-256 runs on the shared pool.
 
 A file at or above ``multipart_threshold`` is sent in parts (CreateMultipartUpload, UploadPart…,
@@ -70,7 +70,7 @@ T = TypeVar("T")
 MiB = 1024 * 1024
 MAX_PARTS = 10_000  # S3: parts of one multipart upload
 MAX_PART_SIZE = 5 * 1024 * MiB  # S3: 5 GiB a part
-READERS = 2  # threads that allocate and read bodies (see Transfer.__init__)
+READERS = 1  # threads that allocate and read bodies (see Transfer.__init__)
 
 
 class ReadableFile(Protocol):
@@ -210,12 +210,12 @@ class Transfer:
         self.config = config
         self._limiter = limiter
         self._executor = executor
-        # Every body is allocated (and read, and hashed for its request) by these few threads:
-        # glibc gives each thread its own malloc arena and keeps a freed part buffer in it, so
-        # bodies made on ten pool threads held ~70 MB more at the peak of a 1 GiB upload
-        # (measured; 174 MB with MALLOC_ARENA_MAX=1). Two readers, not one, so two cores read
-        # and hash. The pool does the files' own hashes. The threads end when this Transfer is
-        # dropped (ThreadPoolExecutor's own).
+        # Every body is allocated (and read, and hashed for its request) by this one thread, in
+        # the order asked: glibc gives each thread its own malloc arena and keeps a freed part
+        # buffer in it, so bodies made on ten pool threads held ~70 MB more at the peak of a
+        # 1 GiB upload (measured: 225-255 MB; 166-168 MB with one reader, 183-191 MB with two).
+        # The pool does the files' own hashes. The thread ends when this Transfer is dropped
+        # (ThreadPoolExecutor's own).
         self._reader = ThreadPoolExecutor(READERS, thread_name_prefix="s3convex-read")
         self._opener = opener
         self._clock = clock
