@@ -18,12 +18,24 @@
  * time, each sample records the server's own CPU time (GET /_local/cpu),
  * which is what the ratio is computed from. Results also go to
  * bench/results/convex_local_bench.json.
+ *
+ *   npx tsx bench/convex_local_bench.ts --commit           (≈1 minute)
+ *
+ * The commit path alone, in-process (no HTTP): 10,000 assets stored through
+ * `assets:applyEvents`, then rounds of one transaction shaped like
+ * `lifecycle:markDeleted` — 1,000 asset patches (status, deletedAt, URL
+ * fields, revision) + 1,000 `assetVersions` inserts — timing the whole
+ * transaction and its commit (index maintenance) separately.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { convexTest } from "convex-test";
+import { accelerate, type DatabaseFakeInternals } from "../convex_local/accelerate";
+import { discoverFunctions, loadSchema } from "../convex_local/modules";
+import { captureConvexGlobal } from "../convex_local/runtime";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 const SERVER = join(REPO, "convex_local/server.ts");
@@ -303,4 +315,80 @@ async function main(): Promise<void> {
   }
 }
 
-void main();
+/** The `--commit` case: markDeleted-shaped transactions over 10,000 stored assets. */
+async function commitBench(): Promise<void> {
+  const stored = Number(process.env.BENCH_COMMIT_DOCS ?? 10_000);
+  const rounds = Number(process.env.BENCH_COMMIT_ROUNDS ?? 8);
+  const batch = 1000;
+  const fns = discoverFunctions(join(REPO, "convex"));
+  const schema = await loadSchema(fns);
+  /* eslint-disable @typescript-eslint/no-explicit-any */
+  const t: any = convexTest({ schema: schema as never, modules: fns.modules, transactionLimits: true } as never);
+  const db = captureConvexGlobal(t).components[""].db as DatabaseFakeInternals;
+  if (process.env.CONVEX_LOCAL_ACCELERATE !== "0") accelerate(db);
+  const applyEvents = "assets:applyEvents";
+  for (let from = 0; from < stored; from += 500) {
+    const events = [];
+    for (let i = from; i < Math.min(stored, from + 500); i++) events.push(created(seedKey(i), T0, i));
+    await t.mutationFromPath({ udfPath: applyEvents, componentPath: "" }, { events });
+  }
+  let commitMs = 0;
+  const commit = db.commit;
+  db.commit = function (this: DatabaseFakeInternals, ts?: bigint | null) {
+    const started = performance.now();
+    try {
+      return commit.call(this, ts);
+    } finally {
+      if (this._writes.length === 0) commitMs += performance.now() - started;
+    }
+  };
+  const ids: string[] = await t.run(async (ctx: any) => (await ctx.db.query("assets").collect()).map((a: any) => a._id));
+  const totals: number[] = [];
+  const commits: number[] = [];
+  for (let round = 0; round < rounds; round++) {
+    const now = T0 + 1000 + round;
+    const slice = ids.slice((round * batch) % ids.length, ((round * batch) % ids.length) + batch);
+    commitMs = 0;
+    const started = performance.now();
+    await t.run(async (ctx: any) => {
+      for (const id of slice) {
+        const asset = await ctx.db.get(id);
+        await ctx.db.patch(id, {
+          status: "deleted",
+          deletedAt: now,
+          url: undefined,
+          urlExpiresAt: undefined,
+          urlConfig: undefined,
+          revision: asset.revision + 1,
+          updatedAt: now,
+        });
+        await ctx.db.insert("assetVersions", {
+          assetId: id,
+          revision: asset.revision + 1,
+          bucket: asset.bucket,
+          key: asset.key,
+          type: "removed",
+          eventName: "s3convex:Cleanup",
+          eventTime: now,
+          size: asset.size,
+          etag: asset.etag,
+          source: `cleanup:bench-${round}`,
+          appliedAt: now,
+        });
+      }
+    });
+    totals.push(performance.now() - started);
+    commits.push(commitMs);
+  }
+  const warm = totals.slice(1);
+  const warmCommits = commits.slice(1);
+  process.stdout.write(
+    `convex_local commit bench — ${stored.toLocaleString("en")} stored assets, ${rounds} transactions of ` +
+      `${batch} patches + ${batch} inserts (${process.env.CONVEX_LOCAL_ACCELERATE === "0" ? "unaccelerated" : "accelerated"})\n` +
+      `  per transaction, median of ${warm.length} after the first: ${fmt(median(warm))} total, ${fmt(median(warmCommits))} in commit\n` +
+      `  per patched record: ${(median(warm) / batch).toFixed(3)} ms (first transaction ${fmt(totals[0])})\n`,
+  );
+}
+
+if (process.argv.includes("--commit")) void commitBench();
+else void main();

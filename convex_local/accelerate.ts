@@ -11,7 +11,10 @@
  *  - each schema index and each table's `by_creation_time` keeps a
  *    `SortedIndex` of committed documents keyed by the index fields +
  *    `_creationTime` + `_id` (the key convex-test sorts by);
- *  - both are maintained in `commit()` when the top-level transaction lands.
+ *  - both are maintained in `commit()` when the top-level transaction lands,
+ *    and a patch moves a document only in the indexes whose key it changed;
+ *  - each write's schema check runs a per-table compiled predicate first
+ *    (`validation.ts`), convex-test's own check whenever that is not a pass.
  *
  * Query semantics stay convex-test's own: its `_resolveQuerySource` still
  * validates the range, builds the filter function, picks the sort order and
@@ -52,6 +55,7 @@ import {
 import { IndexedTables, type IndexDef } from "./indexed_tables";
 import { isLazyView, lazyView, planRange, positions } from "./index_range";
 import { LevelOverlay } from "./pending_writes";
+import { installCompiledValidation } from "./validation";
 import { comparePrefix } from "./sorted_index";
 
 export {
@@ -123,7 +127,7 @@ export function accelerate(db: DatabaseFakeInternals): Acceleration {
     const before = level?.[id];
     original_addWrite.call(this, id, value);
     let overlay = overlays.get(level);
-    if (overlay === undefined) overlays.set(level, (overlay = new LevelOverlay(tables)));
+    if (overlay === undefined) overlays.set(level, (overlay = new LevelOverlay(tables, level)));
     overlay.apply(id, before, value);
   };
 
@@ -257,6 +261,8 @@ export function accelerate(db: DatabaseFakeInternals): Acceleration {
       for (const [id, old] of before) tables.apply(id, old, this._documents[id]);
     }
   };
+
+  installCompiledValidation(db as unknown as Parameters<typeof installCompiledValidation>[0]);
 
   (db as unknown as Record<symbol, Acceleration>)[PATCHED] = acceleration;
   return acceleration;

@@ -85,11 +85,16 @@ function isSimpleObject(value: unknown): boolean {
 
 /** convex-test's `evaluateFieldPath` for committed documents (they hold no placeholders). */
 export function fieldValue(fieldPath: string, doc: unknown): Value | undefined {
+  return fieldAt(fieldPath.split("."), doc);
+}
+
+/** `fieldValue` for a path already split at its dots (index keys, once per index). */
+export function fieldAt(parts: readonly string[], doc: unknown): Value | undefined {
   let result: unknown = doc;
-  for (const part of fieldPath.split(".")) {
+  for (let i = 0; i < parts.length; i++) {
     result =
       result !== undefined && result !== null && isSimpleObject(result)
-        ? (result as Record<string, unknown>)[part]
+        ? (result as Record<string, unknown>)[parts[i]]
         : undefined;
   }
   return result as Value | undefined;

@@ -24,10 +24,40 @@ const MAX_CHUNK = 512;
 /** Lexicographic comparison over the first `bound.length` fields. */
 export function comparePrefix(key: IndexKey, bound: IndexKey): number {
   for (let i = 0; i < bound.length; i++) {
-    const c = compareValues(key[i] as Value, bound[i] as Value);
+    const c = compareKeyValues(key[i], bound[i]);
     if (c !== 0) return c;
   }
   return 0;
+}
+
+/**
+ * `compareValues`, with its sign, for one key field. Index maintenance spends
+ * most of its time here, and `compareValues` wraps both sides in fresh tuples
+ * (`makeComparable`) on every call, so the common cases are answered
+ * directly and everything else goes to `compareValues`:
+ *
+ *  - two strings: UTF-16 code units order like code points (hence like
+ *    UTF-8 bytes, Convex's order) unless one of the first differing units is
+ *    a surrogate, which goes to `compareValues`;
+ *  - two numbers, neither NaN nor a zero (-0 sorts before 0): `<`.
+ */
+export function compareKeyValues(a: Value | undefined, b: Value | undefined): number {
+  if (typeof a === "string" && typeof b === "string") {
+    if (a === b) return 0;
+    const n = Math.min(a.length, b.length);
+    for (let i = 0; i < n; i++) {
+      const x = a.charCodeAt(i);
+      const y = b.charCodeAt(i);
+      if (x === y) continue;
+      if ((x & 0xf800) === 0xd800 || (y & 0xf800) === 0xd800) return compareValues(a, b);
+      return x - y;
+    }
+    return a.length - b.length;
+  }
+  if (typeof a === "number" && typeof b === "number" && a === a && b === b && a !== 0 && b !== 0) {
+    return a < b ? -1 : a > b ? 1 : 0;
+  }
+  return compareValues(a as Value, b as Value);
 }
 
 export class SortedIndex<D> {

@@ -201,8 +201,10 @@ async def test_progress_is_monotonic_and_the_mutation_rate_is_bounded(
     assert elapsed > 0.8
     reports = sink.reports
     gaps = [b.at - a.at for a, b in itertools.pairwise(reports)]
-    assert min(gaps) >= 0.2 - 0.02, gaps  # S3_UPLOAD_STATUS_INTERVAL_MS=200
-    assert len(reports) <= elapsed / 0.2 + 2
+    # S3_UPLOAD_STATUS_INTERVAL_MS=200 between reports; only the last one of the upload_dir
+    # (its result) goes out without waiting for the gate.
+    assert min(gaps[:-1]) >= 0.2 - 0.02, gaps
+    assert len(reports) <= elapsed / 0.2 + 3
     video_key = f"sessions/{session_id}/scenes/scene/v1/video.mp4"
     sent = [u["bytesSent"] for u in sink.updates_for(video_key)]
     assert sent == sorted(sent) and sent[-1] == 30 * MiB

@@ -311,10 +311,13 @@ class StatusWriter(UploadSubscriber):
 
     # --- writing -----------------------------------------------------------------------------
 
-    async def flush(self) -> None:
-        """Send what changed now, one report per session and run (a failure stays pending)."""
+    async def flush(self, *, last: bool = False) -> None:
+        """Send what changed now, one report per session and run (a failure stays pending).
+
+        ``last``: the end of an ``upload_dir`` — sent without waiting out the rate gate, so the
+        caller gets its result at once; one extra report per call, never per file."""
         async with self._lock:
-            await self._flush(raise_retryable=False)
+            await self._flush(raise_retryable=False, gate=not last)
 
 
     async def commit(self, session_id: str | None = None) -> None:
@@ -366,13 +369,13 @@ class StatusWriter(UploadSubscriber):
                 pause = max(pause, backoff_delay(self._failures, base=self.interval, cap=10.0))
             await asyncio.sleep(pause)
 
-    async def _flush(self, *, raise_retryable: bool) -> None:
+    async def _flush(self, *, raise_retryable: bool, gate: bool = True) -> None:
         if not self._manifests and not any(r.dirty for r in self._records.values()):
             return
-        # The one rate gate: whoever flushes (the task, the end of an upload_dir, a commit),
-        # Convex gets at most one report per session and run per interval.
+        # The one rate gate: whoever flushes (the task, a commit), Convex gets at most one
+        # report per session and run per interval — but for the last one of an upload_dir.
         wait = self._last_flush + self.interval - time.monotonic()
-        if wait > 0:
+        if wait > 0 and gate:
             await asyncio.sleep(wait)
         self._last_flush = time.monotonic()
         # Taken with the records, so a manifest goes after its own record's final report: a

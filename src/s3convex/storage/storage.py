@@ -355,11 +355,11 @@ class S3Storage:
     async def _finish(self, result: UploadResult, events: UploadSubscriber,
                       limiter: Limiter | None, errors_before: int) -> UploadResult:
         """The manifest, once every file is uploaded (last, so a manifest means complete);
-        then the status flushed at the next tick, and the result."""
+        then the status flushed at once, and the result."""
         if not result.failed and result.manifest is None:
             result = await self._write_manifest(result, events, limiter)
         writer = self._opened_writer()
-        await writer.flush()  # at the next tick: the rate gate holds
+        await writer.flush(last=True)  # now: one report more per upload_dir, not per file
         errors = list(writer.errors[errors_before:])
         if isinstance(writer.last_error, SpoolFull) and writer.undelivered:
             errors.append(f"the status of {writer.undelivered} files is neither in Convex nor in "
