@@ -120,16 +120,16 @@ function created(key: string, eventTime: number, i: number) {
 
 const seedKey = (i: number) => `sessions/s${i % 500}/file-${String(i).padStart(7, "0")}.mp4`;
 
-/** Stores `count` assets (keys 0..count-1) in batches of 1,000 events. */
+/** Stores `count` assets (keys 0..count-1) in batches of 500 events (applyEvents takes ≤ 800). */
 async function seed(server: Server, count: number, progress = false): Promise<void> {
   const started = performance.now();
-  for (let from = 0; from < count; from += 1000) {
+  for (let from = 0; from < count; from += 500) {
     const events = [];
-    for (let i = from; i < Math.min(count, from + 1000); i++) events.push(created(seedKey(i), T0, i));
+    for (let i = from; i < Math.min(count, from + 500); i++) events.push(created(seedKey(i), T0, i));
     const results = await call(server, "mutation", "assets:applyEvents", { events });
     if (results.some((r: { status: string }) => r.status !== "applied")) throw new Error("seed batch not applied");
-    if (progress && (from / 1000) % 20 === 19) {
-      process.stderr.write(`  stored ${from + 1000} assets (${((performance.now() - started) / 1000).toFixed(0)} s)\n`);
+    if (progress && (from / 500) % 40 === 39) {
+      process.stderr.write(`  stored ${from + 500} assets (${((performance.now() - started) / 1000).toFixed(0)} s)\n`);
     }
   }
 }
@@ -292,7 +292,7 @@ async function main(): Promise<void> {
     if (slowNote) say(`unaccelerated at ${big}: ${slowNote}`);
     say(`accelerated wall p90: ${fmt(m.fastSmall.wallP90)} (~100) / ${fmt(m.fastBig.wallP90)} (${big})`);
     say(`point query (assets:getByKey) HTTP round trip at ${big}, median: ${fmt(median(point))}`);
-    say(`storing ${big} assets in 1,000-event batches (accelerated): ${fmt(seedMs)}`);
+    say(`storing ${big} assets in 500-event batches (accelerated): ${fmt(seedMs)}`);
     say("");
     say(
       `listByBucket walk of ${fastWalk.docs.toLocaleString("en")} assets, pages of 1,000 (accelerated): ${fmt(fastWalk.ms)} wall, ` +

@@ -8,12 +8,13 @@
  */
 import { describe, expect, it } from "vitest";
 import { convexTest } from "convex-test";
-import { CommitTsPlaceholder } from "convex/values";
+import { CommitTsPlaceholder, compareValues, type Value } from "convex/values";
 import { fileURLToPath } from "node:url";
 import { accelerate, type Acceleration, type IndexEntry } from "../../convex_local/accelerate";
 import type { Doc } from "../../convex_local/convex_test_internals";
 import { discoverFunctions, loadSchema } from "../../convex_local/modules";
 import { captureConvexGlobal } from "../../convex_local/runtime";
+import { compareKeyValues } from "../../convex_local/sorted_index";
 import { compileValidator } from "../../convex_local/validation";
 import { runQuery, type QuerySpec } from "./fixtures/convex/probe_lib";
 
@@ -166,6 +167,20 @@ describe("pending writes: an index of a level is built on first query and kept f
       }
     });
     await expectSameAnswers(t, acc!);
+  });
+});
+
+describe("compareKeyValues", () => {
+  it("has compareValues' sign on strings (surrogates, BMP above them, prefixes), numbers (zeros, NaN) and mixed types", () => {
+    const strings = ["", "a", "ab", "b", "é", "\u{e000}", "\u{ffff}", "\u{1f600}", "\u{1f601}", "a\u{1f600}", "a\u{e000}", "\ud800", "A", "aa"];
+    const numbers = [0, -0, 1, -1, 0.5, NaN, -NaN, Infinity, -Infinity, Number.MIN_VALUE, 1e300];
+    const others: (Value | undefined)[] = [undefined, null, true, false, 1n, 0n, [1], { a: 1 }, new ArrayBuffer(1)];
+    const all: (Value | undefined)[] = [...strings, ...numbers, ...others];
+    for (const a of all) {
+      for (const b of all) {
+        expect([a, b, Math.sign(compareKeyValues(a, b))]).toEqual([a, b, Math.sign(compareValues(a as Value, b as Value))]);
+      }
+    }
   });
 });
 
