@@ -275,8 +275,8 @@ async def seed_convex(convex: ConvexClient, bucket: str, objects: dict[str, tupl
     t0 = 1_790_000_000_000
 
     async def flush() -> None:
-        for start in range(0, len(events), 1000):
-            await convex.mutation("assets:applyEvents", {"events": events[start:start + 1000]})
+        for start in range(0, len(events), 500):
+            await convex.mutation("assets:applyEvents", {"events": events[start:start + 500]})
         events.clear()
 
     for i, (key, (size, etag)) in enumerate(sorted(objects.items())):
