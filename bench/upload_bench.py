@@ -146,8 +146,12 @@ class Run:
 
     @property
     def peak_reports_per_s(self) -> int:
-        """The most uploads:report calls in any one-second window [t, t + 1)."""
-        times = sorted(at for fn, at in self.calls if fn == "uploads:report")
+        """The most progress reports (uploads:report calls) in any one-second window [t, t + 1).
+
+        The last report of the upload_dir is left out: it carries the files' final states, it
+        goes out at once rather than waiting out the 0.5 s gate, and it is the issue's
+        "1 per 100 files" part of the budget (the total is checked against the whole budget)."""
+        times = sorted(at for fn, at in self.calls if fn == "uploads:report")[:-1]
         return max((sum(1 for u in times if t <= u < t + 1) for t in times), default=0)
 
     def count_mismatch(self) -> str:
@@ -298,8 +302,8 @@ def report(runs: list[Run], args: argparse.Namespace, info: dict[str, Any]) -> t
         "",
         "s = the upload's wall time inside the contender (clients open; ours: the session "
         "created, then upload_dir until its manifest and its last status write); S3 s = ours "
-        "until its last file was in S3 (the rest: the manifest, and the status writer waiting "
-        "out its 0.5 s rate gate for the final report). MiB/s = bytes / s. CPU s: the contender "
+        "until its last file was in S3 (the rest: the manifest and the final status report, "
+        "sent at once). MiB/s = bytes / s. CPU s: the contender "
         "process over the upload (every thread); s/GiB = CPU s per GiB sent, less dependent on "
         "the machine's load than MiB/s. RSS / peak: MB before the upload / the process's peak "
         "(VmHWM). ×s3t and ×naive compare with the same round's run. mut: mutations the local Convex server answered for ours's upload "
@@ -307,7 +311,7 @@ def report(runs: list[Run], args: argparse.Namespace, info: dict[str, Any]) -> t
         "CONVEX_LOCAL_LOG=1, counts every mutation of the process, and the storage's sink, timed "
         "on the way, says which came after the warm-up; the two counts must agree); "
         f"budget = ⌈files / {FILES_PER_MUTATION}⌉ + {PROGRESS_WRITES_PER_S} × s; /s max = "
-        "the most uploads:report calls in any 1 s window. Right of │: CPU seconds LocalStack, "
+        "the most uploads:report calls in any 1 s window but the last (the finals, sent at once). Right of │: CPU seconds LocalStack, "
         "the Convex server and the latency proxy used over the run, and what the rest of the "
         "machine was busy with meanwhile.",
         "",
@@ -338,7 +342,7 @@ def report(runs: list[Run], args: argparse.Namespace, info: dict[str, Any]) -> t
                    info=(profile, dataset) != ("wan", "scene"))
             worst = max(ours_runs, key=lambda r: (r.status_mutations - r.mutation_budget,
                                                   r.peak_reports_per_s))
-            target(f"{profile}/{dataset}: Convex mutations ≤ budget, ≤ 2 reports/s",
+            target(f"{profile}/{dataset}: Convex mutations ≤ budget, ≤ 2 progress reports/s",
                    all(r.status_mutations <= r.mutation_budget
                        and r.peak_reports_per_s <= PROGRESS_WRITES_PER_S for r in ours_runs),
                    f"{worst.status_mutations} ≤ {worst.mutation_budget:.1f}, at most "
