@@ -41,6 +41,8 @@ EXPORTED = {
     "s3convex_sync_lag_seconds", "s3convex_queue_messages", "s3convex_queue_oldest_message_age_seconds",
     "s3convex_url_refresh_sweeps_total", "s3convex_url_refreshes_total",
     "s3convex_url_refresh_last_success_seconds",
+    # the cleanup worker, a task of the same daemon (its gauges are there before any removal)
+    "s3convex_cleanup_backlog", "s3convex_cleanup_backlog_age_seconds",
 }
 UPLOADS = 5
 
