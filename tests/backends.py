@@ -29,8 +29,12 @@ import logging
 import os
 import socket
 import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,7 +168,7 @@ class _localstack:
         self.reuse = os.environ.get("S3CONVEX_LOCALSTACK_URL")
         self.env = {
             **os.environ,
-            "LOCALSTACK_PORT": str(_free_port()),
+            "LOCALSTACK_PORT": str(free_port()),
             "LOCALSTACK_STATE_DIR": str(tmp_path_factory.mktemp("localstack")),
             "S3CONVEX_PROVISION": "0",  # each test provisions its own names
             "S3_SKIP_SIGNATURE_VALIDATION": os.environ.get("S3_SKIP_SIGNATURE_VALIDATION", "0"),
@@ -192,8 +196,37 @@ class _localstack:
             )
 
 
-def _free_port() -> int:
-    # The OS picks a free port; the tiny window before LocalStack binds it is acceptable.
+@contextmanager
+def iam_enforcing_moto(log_dir: Path) -> Iterator[str]:
+    """A moto server of its own (its URL) that enforces IAM once three actions have run
+    unauthenticated: moto reads ``INITIAL_NO_AUTH_ACTION_COUNT`` at import, so the shared moto of
+    the suite cannot. The three are the caller's: create a user, its key, and its policy."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (log_dir / "moto.log").open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}, stdout=log,
+            stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline and server.poll() is None, (
+                        "moto server did not start")
+                    time.sleep(0.1)
+            yield url
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+def free_port() -> int:
+    """A port the OS says is free on loopback; the tiny window before a server binds it is
+    acceptable for tests."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

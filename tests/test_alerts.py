@@ -9,7 +9,6 @@ import hashlib
 import hmac
 import json
 import logging
-import socket
 import time
 from typing import Any
 
@@ -26,17 +25,12 @@ from s3convex.consumer.alerts import (
 )
 from s3convex.consumer.telemetry import gauges, note_dead_letter, note_lag
 from s3convex.settings import TelemetrySettings
+from tests.backends import free_port
 from tests.stack import Stack
 
 SECRET = "alert-webhook-secret-5f0c9e"
 SESSION = "session-7d1e4b2a"
 KEY = f"sessions/{SESSION}/scenes/intro/v1/clip.mp4"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Receiver:
@@ -56,7 +50,7 @@ class Receiver:
         app.router.add_post("/hook", self._receive)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        port = _free_port()
+        port = free_port()
         await web.TCPSite(self._runner, "127.0.0.1", port).start()
         self.url = f"http://127.0.0.1:{port}/hook"
         return self
@@ -141,7 +135,7 @@ async def test_dedup_and_rate_limit_follow_the_clock() -> None:
 
 
 async def test_a_failing_webhook_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
-    notifier = WebhookNotifier(f"http://127.0.0.1:{_free_port()}/nobody", SECRET.encode(), repeat_s=0,
+    notifier = WebhookNotifier(f"http://127.0.0.1:{free_port()}/nobody", SECRET.encode(), repeat_s=0,
                                max_per_minute=10)
     async with httpx.AsyncClient() as client:
         assert await notifier.notify(Alert("DlqGrowing", "warning", "x", 1, 0), client) is False

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -18,15 +17,10 @@ from pydantic import SecretStr
 
 from convex_local.launcher import start_local_convex
 from s3convex.adapters.convex import ConvexClient
+from tests.backends import free_port
 from tests.stack import Stack
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def _upload(stack: Stack, prefix: str, count: int) -> list[str]:
@@ -63,7 +57,7 @@ async def _wait_for_log(path: Path, message: str, timeout: float = 60.0) -> None
 
 
 async def test_convex_outage_delays_work_and_loses_nothing(stack: Stack, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     state = tmp_path / "convex.json"
     key = "outage-admin-key-0123456789"
     server = start_local_convex(key, port=port, state_file=state)
@@ -163,7 +157,7 @@ async def test_heartbeat_keeps_slow_work_from_a_second_replica(
 
 
 async def test_sigterm_during_convex_outage_releases_held_work(stack: Stack, tmp_path: Path) -> None:
-    server = start_local_convex("outage-term-key-0123456789", port=_free_port())
+    server = start_local_convex("outage-term-key-0123456789", port=free_port())
     dead_url = server.url
     server.stop()
     keys = await _upload(stack, "held", 10)

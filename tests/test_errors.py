@@ -13,11 +13,9 @@ import json
 import logging
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,7 +61,7 @@ from s3convex.core.errors import (
 )
 from s3convex.core.retrying import ONE_ATTEMPT, RetryBudget, with_retries
 from s3convex.settings import AwsSettings, SqsSettings, load
-from tests.backends import ROOT
+from tests.backends import ROOT, free_port, iam_enforcing_moto
 
 WRONG_DIAGNOSES = ("not found", "infra up", "does not exist")
 
@@ -488,12 +486,6 @@ async def test_the_applier_holds_with_one_attempt_per_try_whatever_the_client_bu
 # --- a real AccessDenied: moto enforcing IAM --------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass(frozen=True)
 class DeniedUser:
     endpoint_url: str
@@ -508,21 +500,7 @@ def denied_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeniedUser
     """A moto server of its own that enforces IAM once three actions have run unauthenticated
     (moto reads ``INITIAL_NO_AUTH_ACTION_COUNT`` at import), and a user allowed everything but
     ``sqs:GetQueueUrl`` and ``s3:GetObject``; the bucket and both queues exist."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (tmp_path_factory.mktemp("moto-iam") / "moto.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "moto server did not start"
-                time.sleep(0.1)
+    with iam_enforcing_moto(tmp_path_factory.mktemp("moto-iam")) as url:
         where = {"endpoint_url": url, "region_name": "us-east-1"}
         iam = boto3.client("iam", **where, aws_access_key_id="AKIAIOSFODNN7EXAMPLE",
                            aws_secret_access_key="unchecked")
@@ -546,10 +524,6 @@ def denied_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeniedUser
                "AWS_DEFAULT_REGION": "us-east-1", "S3_BUCKET": names.bucket,
                "SQS_QUEUE_NAME": names.queue_name, "SQS_DLQ_NAME": names.dlq_name}
         yield DeniedUser(url, env, names.queue_name, names.dlq_name, names.bucket)
-    finally:
-        server.terminate()
-        server.wait(10)
-        log.close()
 
 
 @pytest.fixture
@@ -585,7 +559,7 @@ async def test_a_refused_head_is_not_a_deleted_object(as_denied_user: DeniedUser
 
 
 def _cli(user: DeniedUser, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **user.env, "CONVEX_URL": f"http://127.0.0.1:{_free_port()}",
+    env = {**os.environ, **user.env, "CONVEX_URL": f"http://127.0.0.1:{free_port()}",
            "CONVEX_DEPLOY_KEY": "unused-0123456789", "S3CONVEX_REPLAY_WAIT": "0"}
     env.pop("SQS_QUEUE_URL", None)
     return subprocess.run([sys.executable, "-m", "s3convex", *args], cwd=ROOT, env=env,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import boto3
 import httpx
 import pytest
 
+from tests.backends import free_port
 from tests.stack import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -34,12 +34,6 @@ pytestmark = pytest.mark.e2e
 SCRIPT = ROOT / "scripts" / "local-stack.sh"
 # What the developer's shell (or another test) may hold that would steer the stack elsewhere.
 FOREIGN = ("AWS_", "S3_", "SQS_", "CONVEX_", "LOCALSTACK_", "S3CONVEX_", "URL_", "CONSUMER_")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class LocalStack:
@@ -50,8 +44,8 @@ class LocalStack:
             **{k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)},
             "S3CONVEX_STATE_DIR": str(self.state),
             "LOCALSTACK_STATE_DIR": str(tmp / "localstack"),
-            "LOCALSTACK_PORT": str(_free_port()),
-            "CONVEX_LOCAL_PORT": str(_free_port()),
+            "LOCALSTACK_PORT": str(free_port()),
+            "CONVEX_LOCAL_PORT": str(free_port()),
             "S3CONVEX_SKIP_SETUP": "1",
             "S3_BUCKET": f"s3c-stack-{run}",
             "SQS_QUEUE_NAME": f"s3c-stack-{run}-events",

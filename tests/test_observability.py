@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -27,6 +26,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.backends import free_port
 from tests.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -45,12 +45,6 @@ EXPORTED = {
     "s3convex_cleanup_backlog", "s3convex_cleanup_backlog_age_seconds",
 }
 UPLOADS = 5
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Collector:
@@ -78,7 +72,7 @@ class Collector:
         app.router.add_post("/v1/traces", self._traces)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        port = _free_port()
+        port = free_port()
         await web.TCPSite(self._runner, "127.0.0.1", port).start()
         self.url = f"http://127.0.0.1:{port}"
         return self
@@ -156,7 +150,7 @@ async def test_a_running_daemon_exports_what_a_drain_caused(stack: Stack, tmp_pa
     stack.send("not json: poison")
     queued = await stack.wait_for_depth(UPLOADS + 1)  # the uploads, the poison, s3:TestEvent(s)
     assert queued >= UPLOADS + 1
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "daemon.log"
 
     async with Collector() as collector:

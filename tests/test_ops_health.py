@@ -16,16 +16,11 @@ from s3convex.adapters.aws import open_clients
 from s3convex.adapters.convex import ConvexClient
 from s3convex.consumer.daemon import Daemon
 from s3convex.consumer.probes import Readiness
+from tests.backends import free_port
 from tests.ops_support import run_cli
 from tests.stack import Stack
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _statuses(report: dict) -> dict[str, str]:
@@ -72,7 +67,7 @@ async def test_a_missing_queue_is_unhealthy(stack: Stack) -> None:
 
 async def test_unreachable_convex_is_unhealthy(stack: Stack) -> None:
     result = await run_cli(stack, "health", "--timeout", "5", "--json",
-                           env={"CONVEX_URL": f"http://127.0.0.1:{_free_port()}"})
+                           env={"CONVEX_URL": f"http://127.0.0.1:{free_port()}"})
     assert result.code == 1
     statuses = _statuses(result.json)
     assert statuses["convex"] == "fail" and statuses["consistency"] == "skipped"
@@ -100,7 +95,7 @@ async def _deployment_without_trace(convex_url: str) -> AsyncIterator[str]:
         app.router.add_route("*", "/{path:.*}", forward)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        port = _free_port()
+        port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         try:
             yield f"http://127.0.0.1:{port}"
@@ -119,7 +114,7 @@ async def test_a_deployment_without_the_trace_functions_is_unhealthy(stack: Stac
 
 
 async def test_daemon_serves_healthz_and_readyz(stack: Stack) -> None:
-    port = _free_port()
+    port = free_port()
     daemon = Daemon(stack.settings(health_port=port))
     running = asyncio.create_task(daemon.run())
     try:

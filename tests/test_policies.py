@@ -25,7 +25,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +51,7 @@ from s3convex.infra.policies import (
     policy_document,
 )
 from s3convex.settings import AwsSettings, SqsSettings, load
+from tests.backends import free_port, iam_enforcing_moto
 from tests.stack import TEST_TUNING
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,33 +213,11 @@ class IamWorld:
                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def iam_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamWorld]:
     """moto enforcing IAM after three unauthenticated actions (an admin user and its key), then
     one user per component holding exactly the document ``s3convex infra policy`` prints."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (tmp_path_factory.mktemp("moto-policies") / "moto.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "moto server did not start"
-                time.sleep(0.1)
+    with iam_enforcing_moto(tmp_path_factory.mktemp("moto-policies")) as url:
         iam = boto3.client("iam", endpoint_url=url, region_name=REGION,
                            aws_access_key_id="AKIAIOSFODNN7EXAMPLE", aws_secret_access_key="unchecked")
         iam.create_user(UserName="admin")  # the three unauthenticated actions
@@ -259,10 +237,6 @@ def iam_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamWorld]:
                 as_moto_authorizes(json.loads(printed.stdout))))
             keys[component] = admin_iam.create_access_key(UserName=component)["AccessKey"]
         yield world
-    finally:
-        server.terminate()
-        server.wait(10)
-        log.close()
 
 
 def _take_all(sqs: Any, url: str) -> list[dict[str, Any]]:
@@ -390,7 +364,7 @@ def test_calls_outside_each_policy_fail_with_access_denied(provisioned: IamWorld
 def test_the_bridge_policy_forwards_minio_events_and_poison(provisioned: IamWorld, tmp_path: Path) -> None:
     world = provisioned
     bucket = world.names["S3_BUCKET"]
-    port, token = _free_port(), "bridge-token-0123456789abcdef"
+    port, token = free_port(), "bridge-token-0123456789abcdef"
     log_path = tmp_path / "bridge.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SQS_", "S3_"))}
     env.update({"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,

@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -38,6 +37,7 @@ from pydantic import SecretStr
 import convex
 from convex_local.launcher import BAD_TOKEN_KINDS, DevToken, LocalConvex
 from s3convex.adapters.convex import ConvexClient as AdminClient
+from tests.backends import free_port
 from tests.stack import ROOT, Stack
 
 pytestmark = pytest.mark.e2e
@@ -263,12 +263,6 @@ async def upload(stack: Stack, *keys: str, convex_server: LocalConvex | None = N
 async def set_owner(admin: AdminClient, session: str, token: DevToken) -> None:
     await admin.mutation("access:setOwner",
                          {"sessionId": session, "ownerId": token.principal, "actor": "test"})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

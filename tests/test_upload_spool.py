@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from convex_local.launcher import LocalConvex
 from s3convex.adapters.convex import ConvexClient
 from s3convex.storage import ConvexStatusSink, S3Storage, Spool, SpoolFull
 from s3convex.storage.spool import spool_path
-from tests.backends import AwsResources
+from tests.backends import AwsResources, free_port
 from tests.stack import Stack
 from tests.storage_support import (
     SCENE_FILES,
@@ -43,12 +42,6 @@ from tests.storage_support import (
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_FILES = (*SCENE_FILES, "manifest.json")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +41,7 @@ from s3convex.consumer.ops.watcher import (
 )
 from s3convex.core.errors import ConvexFunctionError, ConvexUnavailable, PermanentError
 from s3convex.core.retrying import RetryBudget
+from tests.backends import free_port
 from tests.ops_support import run_cli_on_a_terminal
 from tests.stack import ROOT, Stack
 
@@ -166,12 +166,6 @@ async def apply(convex: ConvexClient, bucket: str, key: str, session: str, *,
     if not removed:
         event.update(size=5, contentType="video/mp4")
     await convex.mutation("assets:applyEvents", {"events": [event]})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- through the daemon: uploads, a delete -------------------------------------------------------
