@@ -33,13 +33,18 @@ import time
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from s3convex.adapters.aws import open_clients
 from s3convex.adapters.queues import resolve_queues
 from s3convex.consumer.bridge_forward import Forwarder
 from s3convex.consumer.decode import Decoder
-from s3convex.consumer.telemetry import bridge_active_requests, bridge_requests, note_bridge_started
+from s3convex.consumer.telemetry import (
+    PROMETHEUS_CONTENT_TYPE,
+    bridge_active_requests,
+    bridge_requests,
+    note_bridge_started,
+    prometheus_text,
+)
 from s3convex.core.errors import RetryableError, SyncError
 from s3convex.handlers.objects import registry
 from s3convex.settings import AwsSettings, BridgeSettings, SqsSettings
@@ -122,10 +127,8 @@ class Bridge:
             "keys": list(outcome.keys)}))
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        # prometheus_client's default registry, where the PrometheusMetricReader collects at each
-        # scrape (the daemon's /metrics renders the same registry).
-        return web.Response(body=generate_latest(REGISTRY),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
+        return web.Response(body=prometheus_text(), headers={
+            "Content-Type": PROMETHEUS_CONTENT_TYPE, "Cache-Control": "no-store"})
 
     async def _alive(self, request: web.Request) -> web.Response:
         return _answer(200, {"status": "alive"})

@@ -28,6 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
+from s3convex.consumer.telemetry import PROMETHEUS_CONTENT_TYPE, prometheus_text
+
 log = logging.getLogger(__name__)
 
 
@@ -92,16 +94,6 @@ class Readiness:
         return ready, details
 
 
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def scrape() -> bytes:
-    """The metrics as Prometheus text; collecting is cheap (reads the SDK's aggregations)."""
-    from prometheus_client import REGISTRY, generate_latest
-
-    return generate_latest(REGISTRY)
-
-
 class ProbeServer:
     # All interfaces by default: an orchestrator probes the pod's address, not loopback.
     def __init__(self, readiness: Readiness, port: int, *, host: str = "0.0.0.0") -> None:
@@ -129,7 +121,7 @@ class ProbeServer:
 
     async def _handle(self, request: web.Request) -> web.Response:
         if request.path == "/metrics" and request.method in ("GET", "HEAD"):
-            return web.Response(body=scrape(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE,
+            return web.Response(body=prometheus_text(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE,
                                                         "Cache-Control": "no-store"})
         status, body = await self.route(request.method, request.path)
         return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})

@@ -264,6 +264,19 @@ def metric_exporters(environ: Mapping[str, str] = os.environ) -> list[str]:
     return ["prometheus", *(["otlp"] if otlp else [])]
 
 
+# What generate_latest writes (the classic text format, names escaped with underscores).
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def prometheus_text() -> bytes:
+    """The metrics as Prometheus text, for the daemon's and the bridge's ``/metrics``: the
+    PrometheusMetricReader collects from the SDK's aggregations into prometheus_client's default
+    registry at each scrape, so nothing is computed between scrapes."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    return generate_latest(REGISTRY)
+
+
 def _reader(name: str) -> MetricReader:
     if name == "prometheus":
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
