@@ -338,6 +338,19 @@ def _spawn_bridge(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes
                                 env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
 
 
+async def _listening_port(process: subprocess.Popen[bytes], log_path: Path) -> int:
+    """The port the spawned bridge says it listens on (it picks a free one)."""
+    port = None
+    for _ in range(300):
+        lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+        port = next((line["port"] for line in lines if line["msg"] == "bridge listening"), None)
+        if port or process.poll() is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert port, log_path.read_text()
+    return port
+
+
 async def test_the_command_serves_until_sigterm(aws_resources: AwsResources, queues: tuple[str, str],
                                                 tmp_path: Path) -> None:
     log_path = tmp_path / "bridge.log"
@@ -345,14 +358,7 @@ async def test_the_command_serves_until_sigterm(aws_resources: AwsResources, que
            "BRIDGE_HOST": "127.0.0.1"}
     process = _spawn_bridge(env, log_path)
     try:
-        port = None
-        for _ in range(300):
-            lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
-            port = next((line["port"] for line in lines if line["msg"] == "bridge listening"), None)
-            if port or process.poll() is not None:
-                break
-            await asyncio.sleep(0.1)
-        assert port, log_path.read_text()
+        port = await _listening_port(process, log_path)
         async with (aiohttp.ClientSession() as http,
                     http.post(f"http://127.0.0.1:{port}/", data=minio_body(minio_fixture("put.json")),
                               headers={"Authorization": f"Bearer {TOKEN}"}) as response):
@@ -403,14 +409,7 @@ async def test_the_command_exports_what_it_answered_on_metrics_and_over_otlp(
         env.pop("OTEL_METRICS_EXPORTER", None)
         process = _spawn_bridge(env, log_path)
         try:
-            port = None
-            for _ in range(300):
-                lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
-                port = next((line["port"] for line in lines if line["msg"] == "bridge listening"), None)
-                if port or process.poll() is not None:
-                    break
-                await asyncio.sleep(0.1)
-            assert port, log_path.read_text()
+            port = await _listening_port(process, log_path)
             url = f"http://127.0.0.1:{port}"
             padded = minio_fixture("put.json")
             padded["Records"][0]["s3"]["object"]["userMetadata"]["X-Amz-Meta-Pad"] = "p" * 5000
