@@ -14,6 +14,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -136,6 +137,15 @@ class Stack:
             if page["value"]["isDone"]:
                 return out
             cursor = page["value"]["continueCursor"]
+
+
+def work_dir(servers: contextlib.ExitStack, keep: Path | None, prefix: str) -> Path:
+    """Where a run keeps LocalStack's state and its logs: ``--keep DIR`` (created, kept), or a
+    temporary directory removed with ``servers``."""
+    if keep is None:
+        return Path(servers.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+    keep.mkdir(parents=True, exist_ok=True)
+    return keep.resolve()
 
 
 @contextlib.contextmanager

@@ -31,7 +31,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -238,11 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     load_start = os.getloadavg()[0]
     with contextlib.ExitStack() as servers:
-        if args.keep:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            workdir = args.keep.resolve()
-        else:
-            workdir = Path(servers.enter_context(tempfile.TemporaryDirectory(prefix="consumer-bench-")))
+        workdir = _stack.work_dir(servers, args.keep, "consumer-bench-")
         log(f"starting LocalStack and the local Convex server (work dir {workdir})")
         endpoint = servers.enter_context(_stack.localstack(workdir))
         convex = servers.enter_context(_stack.local_convex())

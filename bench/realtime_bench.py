@@ -33,7 +33,6 @@ import os
 import secrets
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -457,11 +456,7 @@ def main() -> int:
     _stack.isolate_aws_environment()
     outcomes: list[Outcome] = []
     with contextlib.ExitStack() as exit_stack:
-        if args.keep:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            workdir = args.keep
-        else:
-            workdir = Path(exit_stack.enter_context(tempfile.TemporaryDirectory(prefix="rt-")))
+        workdir = _stack.work_dir(exit_stack, args.keep, "rt-")
         log("starting LocalStack and the local Convex server")
         endpoint = exit_stack.enter_context(_stack.localstack(workdir))
         auth = DevAuth.generate()

@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -222,11 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     rounds: list[Round] = []
     with contextlib.ExitStack() as servers:
-        if args.keep:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            workdir = args.keep.resolve()
-        else:
-            workdir = Path(servers.enter_context(tempfile.TemporaryDirectory(prefix="scaleout-bench-")))
+        workdir = _stack.work_dir(servers, args.keep, "scaleout-bench-")
         log(f"starting LocalStack and the local Convex server (work dir {workdir})")
         endpoint = servers.enter_context(_stack.localstack(workdir))
         convex = servers.enter_context(_stack.local_convex())

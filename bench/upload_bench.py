@@ -35,7 +35,6 @@ import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -399,9 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     _stack.isolate_aws_environment()
     load_start = os.getloadavg()[0]
     with contextlib.ExitStack() as stack:
-        workdir = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(
-            prefix="upload-bench-")))
-        workdir.mkdir(parents=True, exist_ok=True)
+        workdir = _stack.work_dir(stack, args.keep, "upload-bench-")
         rng = random.Random(11)
         log("writing the data sets")
         make_scene(workdir / "data" / "scene", QUICK_SCENE if args.quick else FULL_SCENE, rng)
