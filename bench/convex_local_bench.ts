@@ -26,6 +26,12 @@
  * `lifecycle:markDeleted` — 1,000 asset patches (status, deletedAt, URL
  * fields, revision) + 1,000 `assetVersions` inserts — timing the whole
  * transaction and its commit (index maintenance) separately.
+ *
+ *   npx tsx bench/convex_local_bench.ts --lifecycle        (≈10 seconds)
+ *
+ * The cleanup worker's Convex side over HTTP: `lifecycle:due` and
+ * `lifecycle:markDeleted` over 10,000 marked assets, server CPU per asset
+ * (bench/results/convex_local_lifecycle_bench.json).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -390,5 +396,77 @@ async function commitBench(): Promise<void> {
   );
 }
 
+/**
+ * The `--lifecycle` case: the cleanup worker's Convex side over HTTP, alone.
+ * BENCH_LIFECYCLE_DOCS assets (default 10,000) of one session are stored and
+ * marked (`lifecycle:deleteSession`, grace 0); then pages of 1,000 go
+ * through `lifecycle:due` and `lifecycle:markDeleted` one after another, as
+ * the worker sends them, and the server's CPU time is read around each call.
+ * CONVEX_LOCAL_CPU_PROFILE is passed on to the server (a V8 profile).
+ */
+async function lifecycleBench(): Promise<void> {
+  const count = Number(process.env.BENCH_LIFECYCLE_DOCS ?? 10_000);
+  const session = "bench-session";
+  const server = await startServer("lifecycle", {});
+  try {
+    for (let from = 0; from < count; from += 500) {
+      const events = [];
+      for (let i = from; i < Math.min(count, from + 500); i++) {
+        events.push({ ...created(`sessions/${session}/f${String(i).padStart(6, "0")}.bin`, T0, i), sessionId: session });
+      }
+      await call(server, "mutation", "assets:applyEvents", { events });
+    }
+    await call(server, "mutation", "lifecycle:deleteSession", { sessionId: session, actor: "bench", graceSeconds: 0 });
+    for (;;) {
+      const progress = await call(server, "query", "lifecycle:progress", { sessionId: session });
+      if (progress.state !== "marking") break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const dueCpu: number[] = [];
+    const markCpu: number[] = [];
+    const wall: number[] = [];
+    let cursor: string | null = null;
+    let asOf: number | undefined;
+    let total = 0;
+    for (;;) {
+      const started = performance.now();
+      let cpu = await cpuMs(server);
+      const page: any = await call(server, "query", "lifecycle:due", { bucket: BUCKET, limit: 1000, sessionId: session, cursor, ...(asOf === undefined ? {} : { asOf }) });
+      let after = await cpuMs(server);
+      dueCpu.push(after - cpu);
+      cpu = after;
+      if (page.page.length > 0) {
+        const results = await call(server, "mutation", "lifecycle:markDeleted", { runId: "bench", assets: page.page.map((r: any) => ({ assetId: r.assetId, key: r.key })) });
+        if (results.some((r: { outcome: string }) => r.outcome !== "deleted")) throw new Error("markDeleted refused a record");
+        after = await cpuMs(server);
+        markCpu.push(after - cpu);
+        total += page.page.length;
+      }
+      wall.push(performance.now() - started);
+      ({ continueCursor: cursor, asOf } = page);
+      if (page.isDone) break;
+    }
+    if (total !== count) throw new Error(`marked ${total} of ${count}`);
+    const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+    const results = {
+      assets: count,
+      dueCpuMs: sum(dueCpu), markDeletedCpuMs: sum(markCpu), wallMs: sum(wall),
+      dueMsPerAsset: sum(dueCpu) / count, markDeletedMsPerAsset: sum(markCpu) / count,
+      dueCpuPerPage: dueCpu.map(Math.round), markDeletedCpuPerPage: markCpu.map(Math.round),
+    };
+    process.stdout.write(
+      `convex_local lifecycle bench — ${count.toLocaleString("en")} assets, pages of 1,000 (server CPU)\n` +
+        `  lifecycle:due          ${fmt(results.dueCpuMs)} (${(results.dueMsPerAsset * 1000).toFixed(0)} µs an asset)\n` +
+        `  lifecycle:markDeleted  ${fmt(results.markDeletedCpuMs)} (${(results.markDeletedMsPerAsset * 1000).toFixed(0)} µs an asset)\n` +
+        `  wall, both, sequential ${fmt(results.wallMs)}\n`,
+    );
+    mkdirSync(join(REPO, "bench/results"), { recursive: true });
+    writeFileSync(join(REPO, "bench/results/convex_local_lifecycle_bench.json"), `${JSON.stringify(results, null, 2)}\n`);
+  } finally {
+    await server.stop();
+  }
+}
+
 if (process.argv.includes("--commit")) void commitBench();
+else if (process.argv.includes("--lifecycle")) void lifecycleBench();
 else void main();

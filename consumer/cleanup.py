@@ -194,8 +194,12 @@ class CleanupWorker:
                           limit: int | None) -> None:
         """Pages through what is due with one cursor (so a page in flight is never read twice),
         deleting up to CLEANUP_CONCURRENCY batches at once: S3 works on one batch while Convex
-        records the last."""
-        cursor, as_of = None, None
+        records the last and reads the next.
+
+        The next page is asked for as soon as a page arrives, before its batch starts: the
+        batch's synchronous work (the guards, botocore building a 1,000-key request) would
+        otherwise run first and leave the local server idle. At most one page waits unclaimed.
+        """
         slots = asyncio.Semaphore(self._settings.concurrency)
         in_flight: set[asyncio.Task[None]] = set()
         errors: list[BaseException] = []
@@ -206,15 +210,22 @@ class CleanupWorker:
             if not task.cancelled() and task.exception() is not None:
                 errors.append(task.exception())  # type: ignore[arg-type]
 
+        def page_size(taken: int) -> int:
+            return self._settings.batch if limit is None else min(self._settings.batch, limit - taken)
+
         taken = 0
+        next_page: asyncio.Task[dict[str, Any]] | None = asyncio.create_task(
+            self._due(page_size(0), session, None, None), name="cleanup-due")
         try:
-            while limit is None or taken < limit:
-                size = self._settings.batch if limit is None else min(self._settings.batch,
-                                                                     limit - taken)
-                page = await self._due(size, session, cursor, as_of)
-                cursor, as_of = page["continueCursor"], page["asOf"]
+            while next_page is not None:
+                page = await next_page
+                next_page = None
                 rows = page["page"]
                 taken += len(rows)
+                if not page["isDone"] and (limit is None or taken < limit):
+                    next_page = asyncio.create_task(
+                        self._due(page_size(taken), session, page["continueCursor"], page["asOf"]),
+                        name="cleanup-due")
                 if rows:
                     await slots.acquire()
                     if errors:
@@ -223,10 +234,11 @@ class CleanupWorker:
                     task = asyncio.create_task(self._batch(report, rows), name="cleanup-batch")
                     in_flight.add(task)
                     task.add_done_callback(finished)
-                if page["isDone"]:
-                    break
         finally:
-            await asyncio.gather(*in_flight, return_exceptions=True)
+            if next_page is not None:
+                next_page.cancel()
+            await asyncio.gather(*in_flight, *([next_page] if next_page else []),
+                                 return_exceptions=True)
         if errors:
             raise errors[0]
 

@@ -73,7 +73,7 @@ export class IndexedTables {
         if (sameKey(def, entry.key, after)) {
           entry.doc = after;
         } else {
-          def.entries.remove(entry.key);
+          def.entries.removeEntry(entry);
           const moved = { key: keyOf(def, after), doc: after };
           def.entries.insert(moved);
           stored[i] = moved;
@@ -83,7 +83,7 @@ export class IndexedTables {
     }
     if (before !== undefined) {
       if (stored !== undefined) {
-        for (let i = 0; i < defs.length; i++) defs[i].entries.remove(stored[i].key);
+        for (let i = 0; i < defs.length; i++) defs[i].entries.removeEntry(stored[i]);
       } else {
         for (const def of defs) def.entries.remove(keyOf(def, before));
       }

@@ -12,6 +12,7 @@ import { inspect } from "node:util";
 import { convexTest } from "convex-test";
 import { accelerate, assertPinned, tableNameFromId, type Acceleration, type DatabaseFakeInternals } from "./accelerate";
 import type { UserIdentity } from "./auth";
+import { installFastSyscalls, type SyscallGlobal } from "./fast_syscalls";
 import type { Doc } from "./convex_test_internals";
 import { discoverFunctions, loadSchema, type FunctionsDir } from "./modules";
 import { ReadTracker, type CommittedChange, type ReadSet } from "./read_set";
@@ -206,6 +207,7 @@ export class Deployment {
     this.identityAccessors.clear();
     const db = global.components[""].db;
     this.acceleration = this.options.accelerate ? accelerate(db) : null;
+    if (this.options.accelerate) installFastSyscalls(global as unknown as SyscallGlobal);
     this.reads.install(db);
     this.observeCommits(db);
   }

@@ -9,6 +9,17 @@
  *
  * Keys are compared with `compareValues` from `convex/values`, the function
  * convex-test sorts and filters with, so this order is its order.
+ *
+ * The commit path writes thousands of entries per transaction, mostly next
+ * to each other (a page of records read in index order moves into one new
+ * range, e.g. `status: "deleted"`, in the same order), so two shortcuts keep
+ * comparisons off it, each checked before it is taken:
+ *
+ *  - `insert` first tries the position right after the previous insert: two
+ *    comparisons with the would-be neighbours instead of a binary search;
+ *  - `removeEntry` removes an entry the caller holds (the indexes keep every
+ *    document's entries) by identity: each entry knows its chunk, so no key
+ *    is compared at all.
  */
 import { compareValues, type Value } from "convex/values";
 
@@ -60,10 +71,16 @@ export function compareKeyValues(a: Value | undefined, b: Value | undefined): nu
   return compareValues(a as Value, b as Value);
 }
 
+/** An entry as stored: it also knows the chunk holding it (kept up to date on splits). */
+type Slot<D> = IndexEntry<D> & { chunk?: IndexEntry<D>[] };
+
 export class SortedIndex<D> {
   private chunks: IndexEntry<D>[][] = [];
   private starts: number[] | null = null; // global position of each chunk's first entry
   private _size = 0;
+  /** Where the previous insert put its entry: `hintChunk[hintPos - 1]`. */
+  private hintChunk: IndexEntry<D>[] | null = null;
+  private hintPos = 0;
 
   get size(): number {
     return this._size;
@@ -74,28 +91,77 @@ export class SortedIndex<D> {
     this.starts = null;
     this._size += 1;
     if (this.chunks.length === 0) {
-      this.chunks.push([entry]);
+      const first = [entry];
+      this.chunks.push(first);
+      (entry as Slot<D>).chunk = first;
+      this.hintChunk = first;
+      this.hintPos = 1;
       return;
     }
-    const ci = this.chunkFor(entry.key);
-    const chunk = this.chunks[ci];
-    chunk.splice(lowerBoundIn(chunk, entry.key), 0, entry);
-    if (chunk.length > MAX_CHUNK) {
-      this.chunks.splice(ci + 1, 0, chunk.splice(chunk.length >> 1));
+    let chunk: IndexEntry<D>[];
+    let at = this.hinted(entry.key);
+    if (at >= 0) {
+      chunk = this.hintChunk!;
+    } else {
+      chunk = this.chunks[this.chunkFor(entry.key)];
+      at = lowerBoundIn(chunk, entry.key);
     }
+    chunk.splice(at, 0, entry);
+    (entry as Slot<D>).chunk = chunk;
+    this.hintChunk = chunk;
+    this.hintPos = at + 1;
+    if (chunk.length > MAX_CHUNK) {
+      const ci = this.chunks.indexOf(chunk);
+      const upper = chunk.splice(chunk.length >> 1);
+      for (const moved of upper) (moved as Slot<D>).chunk = upper;
+      this.chunks.splice(ci + 1, 0, upper);
+      this.hintChunk = null;
+    }
+  }
+
+  /**
+   * The position in `hintChunk` right after the previous insert, if `key`
+   * belongs exactly there (strictly between its neighbours); else -1.
+   */
+  private hinted(key: IndexKey): number {
+    const chunk = this.hintChunk;
+    const at = this.hintPos;
+    // A chunk leaves `chunks` only when it is empty, so a non-empty one is still in use.
+    if (chunk === null || at === 0 || at > chunk.length) return -1;
+    if (comparePrefix(chunk[at - 1].key, key) >= 0) return -1;
+    if (at < chunk.length) return comparePrefix(chunk[at].key, key) > 0 ? at : -1;
+    // At the end of its chunk: only the last chunk has no next neighbour to check.
+    return chunk === this.chunks[this.chunks.length - 1] ? at : -1;
   }
 
   /** Remove the entry with exactly this key; returns whether one was found. */
   remove(key: IndexKey): boolean {
     const found = this.find(key);
     if (found === null) return false;
-    const [ci, i] = found;
+    this.removeAt(found[0], found[1]);
+    return true;
+  }
+
+  /**
+   * Remove this very entry (one `insert` was given); by identity, no key
+   * compared. Falls back to `remove(entry.key)` for an entry it does not hold.
+   */
+  removeEntry(entry: IndexEntry<D>): boolean {
+    const chunk = (entry as Slot<D>).chunk;
+    const i = chunk === undefined ? -1 : chunk.indexOf(entry);
+    if (i < 0) return this.remove(entry.key);
+    (entry as Slot<D>).chunk = undefined;
+    this.removeAt(this.chunks.indexOf(chunk!), i);
+    return true;
+  }
+
+  private removeAt(ci: number, i: number): void {
     this.starts = null;
     this._size -= 1;
     const chunk = this.chunks[ci];
     chunk.splice(i, 1);
+    if (chunk === this.hintChunk && i < this.hintPos) this.hintPos -= 1;
     if (chunk.length === 0) this.chunks.splice(ci, 1);
-    return true;
   }
 
   /** Replace the document of the entry with exactly this key. */

@@ -66,7 +66,7 @@ start_convex() {
     log "starting the local Convex server on 127.0.0.1:$CONVEX_LOCAL_PORT"
     : > "$CONVEX_LOG"
     CONVEX_LOCAL_PORT=$CONVEX_LOCAL_PORT CONVEX_LOCAL_ADMIN_KEY=$(admin_key) \
-    CONVEX_LOCAL_STATE=$CONVEX_STATE \
+    CONVEX_LOCAL_STATE=$CONVEX_STATE NODE_OPTIONS="--max-semi-space-size=64 ${NODE_OPTIONS:-}" \
         setsid node_modules/.bin/tsx convex_local/server.ts >>"$CONVEX_LOG" 2>&1 < /dev/null &
     echo $! > "$CONVEX_PID"
     for _ in $(seq 1 300); do

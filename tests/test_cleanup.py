@@ -258,6 +258,50 @@ async def test_a_worker_killed_mid_run_is_finished_by_the_next(aws_resources, co
     assert any(r["status"] == "failed" and r["deleted"] == 5 for r in runs)
 
 
+class Recorded:
+    """The Convex client and the S3 client, recording when each call starts (the pipeline)."""
+
+    def __init__(self, convex: ConvexClient, s3: Any) -> None:
+        self._convex, self._s3 = convex, s3
+        self.calls: list[tuple[str, Any]] = []
+
+    async def query(self, path: str, args: Any = None, **kwargs: Any) -> Any:
+        if path == "lifecycle:due":
+            self.calls.append(("due", (args["limit"], args.get("cursor"))))
+        return await self._convex.query(path, args, **kwargs)
+
+    async def mutation(self, path: str, args: Any = None, **kwargs: Any) -> Any:
+        if path == "lifecycle:markDeleted":
+            self.calls.append(("mark", len(args["assets"])))
+        return await self._convex.mutation(path, args, **kwargs)
+
+    async def delete_objects(self, **kwargs: Any) -> Any:
+        self.calls.append(("delete", len(kwargs["Delete"]["Objects"])))
+        await asyncio.sleep(0.2)  # a slow S3: Convex's answers come first
+        return await self._s3.delete_objects(**kwargs)
+
+
+async def test_the_next_page_is_asked_for_before_the_batch_runs(aws_resources, convex, opened) -> None:
+    seeded = await Seeded(aws_resources, convex).create()
+    await seeded.delete(grace=0)
+    recorded = Recorded(convex, opened.s3)
+    pass_ = CleanupWorker(recorded, recorded, bucket=seeded.bucket, layout=LAYOUT,  # type: ignore[arg-type]
+                          settings=settings(CLEANUP_BATCH=5, CLEANUP_CONCURRENCY=1), operator="test")
+    report = await pass_.run_once(limit=12)
+    assert report.deleted == 12
+    # One batch at a time, yet page 3 is asked for while batch 1 is still in S3 (the next page
+    # goes out as soon as one arrives, not when a slot frees); the limit sizes the last page;
+    # every page comes from a new cursor (none is read twice).
+    kinds = [kind for kind, _ in recorded.calls]
+    assert kinds[:3] == ["due", "due", "delete"]
+    assert [i for i, kind in enumerate(kinds) if kind == "due"][2] < kinds.index("mark")
+    dues = [detail for kind, detail in recorded.calls if kind == "due"]
+    assert [limit for limit, _ in dues] == [5, 5, 2]
+    assert len({cursor for _, cursor in dues}) == 3
+    assert sorted(d for kind, d in recorded.calls if kind == "mark") == [2, 5, 5]
+    assert len(seeded.in_s3()) == len(seeded.keys) + len(seeded.neighbours) - 12
+
+
 async def test_nothing_outside_the_session_prefix_is_deleted(aws_resources, convex, opened) -> None:
     seeded = await Seeded(aws_resources, convex).create()
     # A record that claims the session but whose key lies elsewhere (a mislabelled record).
