@@ -54,7 +54,8 @@ from convex_local.launcher import DevAuth, DevToken, LocalConvex, start_local_co
 TSX = ROOT / "node_modules" / ".bin" / "tsx"
 SUBSCRIBER = ROOT / "tests" / "realtime" / "subscribe.ts"
 SUBSCRIBER_PY = ROOT / "tests" / "realtime" / "subscribe_py.py"
-SYNC_BENCH = ROOT / "bench" / "convex_local_sync_bench.ts"
+BENCH = ROOT / "bench"
+SYNC_BENCH = BENCH / "convex_local_sync_bench.ts"
 RESULTS = ROOT / "bench" / "results"
 
 TARGET_S3_P99_MS = 500.0  # at 100 uploads/s with 100 subscribers
@@ -263,6 +264,10 @@ class Bench:
         per_upload = {k: round(v * 1000 / sc.uploads, 2) for k, v in cpu_s.items()
                       if k not in ("other", "machine")}
         put_ms = [put_done[k] - started[k] for k in started]
+        if self.args.keep:  # per upload, for looking at when the slow ones happened
+            (self.workdir / f"uploads-{index}.json").write_text(json.dumps({
+                key: {"start": started.get(key), "put_done": put_done.get(key), "commit": commits.get(key),
+                      "seen": subscribers.seen.get(key, [])} for key in keys}))
         return Outcome(sc.name, sc.rate, sc.subscribers, sc.users, sc.uploads, len(sessions),
                        late, percentile(put_ms, 50), summary(each), summary(last),
                        summary(to_commit), summary(commit_to), missing, cpu_s, per_upload,
@@ -449,6 +454,11 @@ def main() -> int:
     parser.add_argument("--only", action="append", default=[],
                         help="run only this scenario, RATExSUBSCRIBERSxUSERS (e.g. 100x100x1); "
                              "repeatable")
+    parser.add_argument("--daemon-profile", type=Path, metavar="PATH",
+                        help="run the daemon under cProfile and write its stats to PATH "
+                             "(it costs the daemon CPU: for call counts and hot spots, not figures)")
+    parser.add_argument("--server-profile", type=Path, metavar="DIR",
+                        help="run the local Convex server with V8's --cpu-prof, profiles into DIR")
     parser.add_argument("--json", type=Path, default=RESULTS / "realtime_bench.json")
     args = parser.parse_args()
 
@@ -462,14 +472,19 @@ def main() -> int:
         auth = DevAuth.generate()
         trace = workdir / "convex-trace.jsonl"
         convex: LocalConvex = start_local_convex("bench-" + secrets.token_hex(16), env={
-            **auth.env(), "CONVEX_LOCAL_TRACE": str(trace)})
+            **auth.env(), "CONVEX_LOCAL_TRACE": str(trace),
+            **({"NODE_OPTIONS": f"--require {BENCH / '_cpu_profile.cjs'}",
+                "CPU_PROFILE_DIR": str(args.server_profile.resolve())} if args.server_profile else {})})
         exit_stack.callback(convex.stop)
         stack = _stack.provision(endpoint, convex, workdir)
         probe = run_probe(stack, args) if args.probe_seconds > 0 else None
         daemon_log = (workdir / "daemon.log").open("a")
         exit_stack.callback(daemon_log.close)
         tuning = dict(item.split("=", 1) for item in args.daemon_env)
-        daemon = subprocess.Popen(DAEMON, cwd=ROOT, env=stack.consumer_env(endpoint, **tuning),
+        command = DAEMON
+        if args.daemon_profile:  # python -m cProfile -o PATH -m s3convex run
+            command = [DAEMON[0], "-m", "cProfile", "-o", str(args.daemon_profile.resolve()), *DAEMON[1:]]
+        daemon = subprocess.Popen(command, cwd=ROOT, env=stack.consumer_env(endpoint, **tuning),
                                   stdin=subprocess.DEVNULL, stdout=daemon_log, stderr=daemon_log)
 
         def stop_daemon() -> None:

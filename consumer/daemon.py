@@ -104,6 +104,7 @@ class Daemon:
             max_size=s.consumer.flush_events,
             max_wait=s.consumer.flush_ms / 1000,
             max_concurrent=s.consumer.max_concurrent_flushes,
+            flush_when_idle=s.consumer.flush_when_idle,
         )
         pipeline = Pipeline(
             decoder=Decoder([s.aws.bucket]),

@@ -77,11 +77,15 @@ class Pipeline:
             log.info("s3:TestEvent acknowledged")
             return
         events.extend(decoded.events)
-        with tracer.start_as_current_span("dispatch", attributes={"s3convex.events": len(events)}):
-            changes = await asyncio.gather(*(self.dispatcher.dispatch(e) for e in decoded.events))
-        changes = [correlate(c, e, message.message_id) for c, e in zip(changes, decoded.events, strict=True)]
+        # Announced to the batcher until its changes are queued: while a message is being
+        # dispatched, the batch it will join may wait for it (MicroBatcher.expecting).
+        with self.changes.expecting():
+            with tracer.start_as_current_span("dispatch", attributes={"s3convex.events": len(events)}):
+                changes = await asyncio.gather(*(self.dispatcher.dispatch(e) for e in decoded.events))
+            changes = [correlate(c, e, message.message_id) for c, e in zip(changes, decoded.events, strict=True)]
+            queued = [self.changes.add(change) for change in changes]
         with tracer.start_as_current_span("apply") as span:
-            results = await asyncio.gather(*(self.changes.submit(change) for change in changes))
+            results = await asyncio.gather(*queued)
             commits = sorted({r.commit for r in results if r.commit})
             span.set_attribute("s3convex.commits", commits)
         rejected = [(c, r) for c, r in zip(changes, results, strict=True) if not r.committed]
