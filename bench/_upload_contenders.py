@@ -48,7 +48,13 @@ from s3convex.storage import (
     UploadSubscriber,
 )
 from s3convex.storage.plan import MANIFEST_NAME
-from s3convex.storage.status import CREATE_SESSION, MAX_UPDATES_PER_REPORT, REPORT, SET_MANIFEST
+from s3convex.storage.status import (
+    CREATE_SESSION,
+    MAX_MANIFESTS_PER_REPORT,
+    MAX_UPDATES_PER_REPORT,
+    REPORT,
+    SET_MANIFEST,
+)
 
 REGION = "us-east-1"
 
@@ -166,12 +172,15 @@ class TimedSink:
         self.calls.append((CREATE_SESSION, time.monotonic()))
         return await self.inner.create_session(session_id, owner_id, run_id)
 
-    async def report(self, session_id: str, run_id: str,
-                     updates: Sequence[StatusUpdate]) -> SessionProgress | None:
-        # One uploads:report per MAX_UPDATES_PER_REPORT updates (ConvexStatusSink.report).
-        for _ in range(max(1, math.ceil(len(updates) / MAX_UPDATES_PER_REPORT))):
+    async def report(self, session_id: str, run_id: str, updates: Sequence[StatusUpdate],
+                     manifests: Sequence[ManifestRef] = ()) -> SessionProgress | None:
+        # One uploads:report per MAX_UPDATES_PER_REPORT updates, the first references with the
+        # last of them, any more in calls of their own (ConvexStatusSink.report).
+        calls = math.ceil(len(updates) / MAX_UPDATES_PER_REPORT) + max(
+            0, math.ceil(len(manifests) / MAX_MANIFESTS_PER_REPORT) - (1 if updates else 0))
+        for _ in range(calls):
             self.calls.append((REPORT, time.monotonic()))
-        return await self.inner.report(session_id, run_id, updates)
+        return await self.inner.report(session_id, run_id, updates, manifests)
 
     async def set_manifest(self, manifest: ManifestRef) -> None:
         self.calls.append((SET_MANIFEST, time.monotonic()))

@@ -12,7 +12,6 @@ import { ConvexError, v } from "convex/values";
 import { internalMutation } from "./_generated/server";
 import { UploadVerdict } from "./ordering";
 import { audit, checkPrincipal } from "./model/access";
-import { MAX_SCENE_VERSIONS, sceneBy } from "./model/scenes";
 import {
   Summary,
   deltaFor,
@@ -32,6 +31,12 @@ import {
   normalise,
   uploadUpdate,
 } from "./model/uploads";
+import {
+  MAX_REPORT_MANIFESTS,
+  manifestProblem,
+  manifestRef,
+  referManifest,
+} from "./model/uploadsManifest";
 
 const MAX_ID_LENGTH = 256;
 
@@ -139,29 +144,43 @@ function progressOf(summary: Summary) {
  *   or `failed`). Nothing written;
  * - "ignored": the same report again (a retried flush). Nothing written.
  *
+ * Then `manifests` (at most MAX_REPORT_MANIFESTS), after the updates: each
+ * a scene version's manifest.json referenced as `setManifest` does, for the
+ * report's session and run — the uploader's last report of an upload_dir
+ * carries its files' finals and the manifest reference in one mutation, the
+ * reference after the records it names. One result each: "applied", or
+ * "ignored" (the same reference, or an earlier run's).
+ *
  * Each touched session's summary is written once; the report's session
  * records the latest runId. A replayed report writes nothing. Throws
- * ConvexError `bad_request` (`reason`, `index` of the update) for what a
- * consistent uploader never sends, `BatchTooLarge` over the bound.
+ * ConvexError `bad_request` (`reason`, and `index` of the update or
+ * `manifest` of the reference) for what a consistent uploader never sends,
+ * `BatchTooLarge` over either bound.
  *
  * Worst case, MAX_REPORT_UPDATES updates of existing 7 KB records (the
- * largest the daemon writes), each in a session of its own: 1,002 index
- * ranges of 4,096, 2,000 documents read of 32,000 and 1,001 written of
- * 16,000; measured 7.6 MB read and 4.0 MB written of 16 MiB each
+ * largest the daemon writes), each in a session of its own, and
+ * MAX_REPORT_MANIFESTS references to the largest scene records: 1,012 index
+ * ranges of 4,096, 2,010 documents read of 32,000 and 1,011 written of
+ * 16,000; measured 9.9 MB read and 5.2 MB written of 16 MiB each
  * (tests/convex/uploadsLimits.test.ts). Arguments ≤ 500 × MAX_UPDATE_BYTES
- * = 1.5 MB of 16 MiB.
+ * + 10 × ~1.3 KB = 1.5 MB of 16 MiB.
  */
 export const report = internalMutation({
   args: {
     sessionId: v.string(),
     runId: v.string(),
     updates: v.array(uploadUpdate),
+    manifests: v.optional(v.array(manifestRef)),
   },
   returns: v.object({
     results: v.array(reportResult),
+    // Only when the call carried references.
+    manifests: v.optional(
+      v.array(v.union(v.literal("applied"), v.literal("ignored"))),
+    ),
     session: sessionProgress,
   }),
-  handler: async (ctx, { sessionId, runId, updates }) => {
+  handler: async (ctx, { sessionId, runId, updates, manifests = [] }) => {
     if (updates.length > MAX_REPORT_UPDATES) {
       throw new ConvexError({
         code: "BatchTooLarge",
@@ -169,16 +188,39 @@ export const report = internalMutation({
         got: updates.length,
       });
     }
+    if (manifests.length > MAX_REPORT_MANIFESTS) {
+      throw new ConvexError({
+        code: "BatchTooLarge",
+        max: MAX_REPORT_MANIFESTS,
+        got: manifests.length,
+      });
+    }
     checkId(sessionId, "sessionId");
     checkRunId(runId);
-    // Every update is checked before any is applied: a bad one fails the
-    // call as a whole, and writes nothing.
+    // Every update and reference is checked before any is applied: a bad one
+    // fails the call as a whole, and writes nothing.
     const normal = updates.map((u, i) => normalise(u, sessionId, i));
+    manifests.forEach((ref, i) => {
+      const problem = manifestProblem(ref);
+      if (problem !== null) {
+        throw new ConvexError({
+          code: "bad_request",
+          reason: problem,
+          manifest: i,
+        });
+      }
+    });
     const now = Date.now();
     const deltas: Deltas = new Map();
     const results: UploadVerdict[] = [];
     for (const update of normal) {
       results.push(await applyUpdate(ctx, runId, update, now, deltas));
+    }
+    const referenced: ("applied" | "ignored")[] = [];
+    for (const ref of manifests) {
+      referenced.push(
+        await referManifest(ctx, sessionId, runId, ref, now, deltas),
+      );
     }
     const session = await sessionBy(ctx, sessionId);
     const later = laterRun(session?.runId, runId);
@@ -190,7 +232,11 @@ export const report = internalMutation({
     );
     const summary =
       written.get(sessionId) ?? session?.summary ?? emptySummary();
-    return { results, session: progressOf(summary) };
+    return {
+      results,
+      ...(manifests.length > 0 ? { manifests: referenced } : {}),
+      session: progressOf(summary),
+    };
   },
 });
 
@@ -200,6 +246,11 @@ export const report = internalMutation({
  * scene's `uploads` entry for `version`. Creates the scene (and session)
  * record if the daemon has not yet. Idempotent; of two runs the later one's
  * manifest is kept, so the order of calls does not matter.
+ *
+ * The uploader now sends the reference with its final `uploads:report`
+ * (`manifests`); this call stays for spooled writes of earlier versions and
+ * for callers of their own. One index range, one scene read and written
+ * (≤ ~110 KB), and the session's summary when the scene is new.
  */
 export const setManifest = internalMutation({
   args: {
@@ -212,62 +263,19 @@ export const setManifest = internalMutation({
   },
   returns: v.null(),
   handler: async (ctx, args) => {
-    const { sessionId, sceneId, version, bucket, key, runId } = args;
+    const { sessionId, runId, ...ref } = args;
     checkId(sessionId, "sessionId");
-    checkId(sceneId, "sceneId");
+    checkId(ref.sceneId, "sceneId");
     checkRunId(runId);
-    const keyProblem = checkKey(bucket, key);
-    if (keyProblem !== null) badRequest(keyProblem);
-    if (!(Number.isSafeInteger(version) && version >= 0)) {
-      badRequest("version is not a non-negative integer");
-    }
+    const problem = manifestProblem(ref);
+    if (problem !== null) badRequest(problem);
     const now = Date.now();
-    const entry = { version, runId, manifest: { bucket, key }, updatedAt: now };
-    const scene = await sceneBy(ctx, sessionId, sceneId);
-    if (scene === null) {
-      await ctx.db.insert("scenes", {
-        sessionId,
-        sceneId,
-        files: {},
-        versions: [],
-        uploads: [entry],
-        createdAt: now,
-        updatedAt: now,
-      });
-      const deltas: Deltas = new Map();
-      deltaFor(deltas, sessionId).scenes = 1;
-      await moveSummaries(ctx, deltas, now);
-      return null;
-    }
-    const uploads = scene.uploads ?? [];
-    const held = uploads.find((u) => u.version === version);
-    if (held !== undefined && !ahead(entry, held)) return null;
-    const next = [...uploads.filter((u) => u.version !== version), entry]
-      .sort((a, b) => a.version - b.version)
-      .slice(-MAX_SCENE_VERSIONS);
-    await ctx.db.patch("scenes", scene._id, { uploads: next, updatedAt: now });
+    const deltas: Deltas = new Map();
+    await referManifest(ctx, sessionId, runId, ref, now, deltas);
+    await moveSummaries(ctx, deltas, now);
     return null;
   },
 });
-
-type ManifestRef = {
-  runId: string;
-  manifest: { bucket: string; key: string };
-};
-
-/** A later run wins; within one run, the greater bucket/key (a fixed winner). */
-function ahead(a: ManifestRef, b: ManifestRef): boolean {
-  const order = (x: ManifestRef) => [
-    x.runId,
-    x.manifest.bucket,
-    x.manifest.key,
-  ];
-  const [p, q] = [order(a), order(b)];
-  for (let i = 0; i < p.length; i++) {
-    if (p[i] !== q[i]) return p[i] > q[i];
-  }
-  return false;
-}
 
 /** `sweepStale` handles this many records when no limit is given. */
 export const DEFAULT_SWEEP = 100;

@@ -60,7 +60,8 @@ class Call:
     session_id: str = ""
     run_id: str = ""
     updates: list[dict[str, Any]] = field(default_factory=list)
-    manifest: ManifestRef | None = None
+    manifest: ManifestRef | None = None  # setManifest's
+    manifests: list[ManifestRef] = field(default_factory=list)  # a report's
 
 
 class RecordingSink:
@@ -76,13 +77,20 @@ class RecordingSink:
         self.calls.append(Call(time.monotonic(), "createSession", session_id))
         return await self.inner.create_session(session_id, owner_id, run_id) if self.inner else True
 
-    async def report(self, session_id: str, run_id: str,
-                     updates: Sequence[StatusUpdate]) -> SessionProgress | None:
+    async def report(self, session_id: str, run_id: str, updates: Sequence[StatusUpdate],
+                     manifests: Sequence[ManifestRef] = ()) -> SessionProgress | None:
         self.calls.append(Call(time.monotonic(), "report", session_id, run_id,
-                               [dict(u) for u in updates]))
+                               [dict(u) for u in updates], manifests=list(manifests)))
         if self.fail_next:
             raise self.fail_next.pop(0)
-        return await self.inner.report(session_id, run_id, updates) if self.inner else None
+        return (await self.inner.report(session_id, run_id, updates, manifests)
+                if self.inner else None)
+
+    @property
+    def manifest_refs(self) -> list[tuple[int, ManifestRef]]:
+        """Every manifest reference sent (a report's or setManifest's), with its call's index."""
+        return [(i, ref) for i, call in enumerate(self.calls)
+                for ref in (call.manifests or ([call.manifest] if call.manifest else []))]
 
     async def set_manifest(self, manifest: ManifestRef) -> None:
         self.calls.append(Call(time.monotonic(), "setManifest", manifest.session_id,

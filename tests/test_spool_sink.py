@@ -37,9 +37,9 @@ class FakeConvex:
         self._take("createSession", session_id)
         return True
 
-    async def report(self, session_id: str, run_id: str,
-                     updates: Sequence[StatusUpdate]) -> SessionProgress | None:
-        self._take("report", [u["key"] for u in updates])
+    async def report(self, session_id: str, run_id: str, updates: Sequence[StatusUpdate],
+                     manifests: Sequence[ManifestRef] = ()) -> SessionProgress | None:
+        self._take("report", [u["key"] for u in updates] + [f"manifest:{m.key}" for m in manifests])
         return None
 
     async def set_manifest(self, manifest: ManifestRef) -> None:
@@ -118,3 +118,41 @@ async def test_a_configuration_error_stops_delivery_keeps_every_entry_and_is_rai
     sink._next_delivery = 0.0
     await sink.report("s1", "r1", [upd("b")])
     assert fake.taken == [("report", ["a"]), ("report", ["b"])]
+
+
+async def test_a_report_with_its_manifest_is_spooled_whole_and_old_format_entries_still_deliver(
+        fake: FakeConvex, sink: SpoolingSink) -> None:
+    ref = ManifestRef("s1", "x", 1, "b", "m.json", "r1")
+    await sink.report("s1", "r1", [upd("a")], [ref])
+    entry, = sink.spool.head(10)
+    assert entry.payload["manifests"] == [
+        {"sceneId": "x", "version": 1, "bucket": "b", "key": "m.json"}]
+    # What an earlier version spooled: a report without references, then setManifest alone.
+    sink.spool.append("report", {"sessionId": "s1", "runId": "r0", "updates": [upd("old")]})
+    sink.spool.append("setManifest", {"sessionId": "s1", "sceneId": "x", "version": 1,
+                                      "bucket": "b", "key": "old.json", "runId": "r0"})
+    fake.up = True
+    sink._next_delivery = 0.0
+    await sink.report("s1", "r1", [upd("c")])
+    assert fake.taken == [("report", ["a", "manifest:m.json"]), ("report", ["old"]),
+                          ("setManifest", "old.json"), ("report", ["c"])]
+    assert await sink.pending() == 0
+
+
+async def test_a_refused_manifest_reference_is_dropped_alone(
+        fake: FakeConvex, sink: SpoolingSink) -> None:
+    refs = [ManifestRef("s1", "x", 1, "b", "bad.json", "r1"),
+            ManifestRef("s1", "x", 2, "b", "m.json", "r1")]
+    await sink.report("s1", "r1", [upd("a")], refs)
+
+    def refuse(kind: str, what: Any) -> Exception | None:
+        if kind == "report" and "manifest:bad.json" in what:
+            return ConvexFunctionError("uploads:report", "bad", {
+                "code": "bad_request", "reason": "key is empty", "manifest": 0})
+        return None
+
+    fake.up, fake.refuse_when = True, refuse
+    sink._next_delivery = 0.0
+    await sink.report("s1", "r1", [upd("b")])
+    assert fake.taken == [("report", ["a", "manifest:m.json"]), ("report", ["b"])]
+    assert len(sink.errors) == 1 and "bad.json" in sink.errors[0]

@@ -169,10 +169,11 @@ async def test_a_scene_goes_to_s3_with_checksums_and_run_id_and_is_available_in_
     assert scene["uploads"] == [{"version": 3, "runId": result.run_id, "updatedAt": pytest.approx(
         scene["uploads"][0]["updatedAt"]), "manifest": {"bucket": bucket,
                                                        "key": prefix + "manifest.json"}}]
-    set_manifest = [i for i, c in enumerate(sink.calls) if c.function == "setManifest"]
-    manifest_available = [i for i, c in enumerate(sink.calls) if c.function == "report" and any(
-        u["key"].endswith("manifest.json") and u["status"] == "available" for u in c.updates)]
-    assert set_manifest and manifest_available and manifest_available[0] < set_manifest[0]
+    # The reference rides in the report that carries the manifest's own final, after it.
+    assert not [c for c in sink.calls if c.function == "setManifest"]
+    (at, ref), = sink.manifest_refs
+    assert ref.key == prefix + "manifest.json" and ref.run_id == result.run_id
+    assert [u["status"] for u in sink.calls[at].updates if u["key"] == ref.key] == ["available"]
     assert all(c.run_id == result.run_id for c in sink.reports)
     progress = store.status.sessions[session_id]
     assert (progress.files_done, progress.failed) == (6, 0)

@@ -32,6 +32,7 @@ from s3convex.storage.errors import CHECKSUM_HINT, explain_checksum_refusal
 from s3convex.storage.keys import build_key, check_key, guess_content_type
 from s3convex.storage.plan import plan_dir, plan_file
 from s3convex.storage.results import FailedFile
+from s3convex.storage.status import ConvexStatusSink, base_update
 from tests.storage_support import RecordingSink
 
 LAYOUT = KeyLayout.default()
@@ -221,15 +222,18 @@ async def test_progress_of_many_files_is_coalesced_into_one_report_per_interval(
     sink = RecordingSink()
     writer = StatusWriter(sink, interval=0.2)
     files = [_planned(f"f{i}.mp4", size=1000) for i in range(50)]
+    queued = time.monotonic()
     for file in files:
         writer.on_queued(file, "r1", 1)
-    await asyncio.sleep(0.05)  # the first flush goes at once: everything pending
-    assert len(sink.reports) == 1 and {u["status"] for u in sink.reports[0].updates} == {"pending"}
+    await asyncio.sleep(0.05)
+    assert not sink.reports  # the first report waits an interval: pending and progress in one
     started = time.monotonic()
     while time.monotonic() - started < 0.9:
         for file in files:
             writer.on_progress(file, "r1", 1)
         await asyncio.sleep(0.01)
+    assert sink.reports[0].at - queued >= 0.2 - 0.01
+    assert {u["status"] for u in sink.reports[0].updates} == {"uploading"}
     for file in files:
         writer.on_done(_uploaded(file))
     await writer.close()
@@ -291,18 +295,21 @@ async def test_held_finals_wait_for_commit_and_the_manifest_comes_after_them() -
     await asyncio.sleep(0.2)
     assert all(u["status"] != "available" for r in sink.reports for u in r.updates)
     assert sink.last("sessions/s1/scenes/x/v1/video.mp4")["bytesSent"] == 100
-    assert not [c for c in sink.calls if c.function == "setManifest"]
+    assert not sink.manifest_refs
     await writer.commit("s1")
     finals = sink.reports[-1].updates
     assert {u["status"] for u in finals} == {"available"} and len(finals) == 2
-    assert sink.calls[-1].function == "setManifest"
+    # The reference rides with the finals, in the same report (uploads:report's manifests).
+    assert [ref.key for _, ref in sink.manifest_refs] == ["sessions/s1/scenes/x/v1/manifest.json"]
+    assert sink.manifest_refs[0][0] == len(sink.calls) - 1
     await writer.close()
 
 
 async def test_a_manifest_queued_during_a_flush_waits_for_its_own_record() -> None:
     class SlowSink(RecordingSink):
-        async def report(self, session_id: str, run_id: str, updates: Any) -> None:
-            await super().report(session_id, run_id, updates)
+        async def report(self, session_id: str, run_id: str, updates: Any,
+                         manifests: Any = ()) -> None:
+            await super().report(session_id, run_id, updates, manifests)
             await asyncio.sleep(0.1)
 
     sink = SlowSink()
@@ -319,8 +326,98 @@ async def test_a_manifest_queued_during_a_flush_waits_for_its_own_record() -> No
     order = [(c.function, [u["key"] for u in c.updates]) for c in sink.calls]
     manifest_final = next(i for i, c in enumerate(sink.calls) if c.function == "report" and any(
         u["key"] == manifest.key and u["status"] == "available" for u in c.updates))
-    set_manifest = next(i for i, c in enumerate(sink.calls) if c.function == "setManifest")
-    assert manifest_final < set_manifest, order
+    (with_ref, _), = sink.manifest_refs
+    assert manifest_final == with_ref and manifest_final > 0, order  # not the report in flight
+
+
+async def test_the_first_report_waits_an_interval_or_for_the_first_file_done() -> None:
+    sink = RecordingSink()
+    writer = StatusWriter(sink, interval=0.3)
+    quick, slow = _planned("quick.json", size=10), _planned("video.mp4", size=1000)
+    queued = time.monotonic()
+    writer.on_queued(quick, "r1", 1)
+    writer.on_queued(slow, "r1", 1)
+    await asyncio.sleep(0.05)
+    assert not sink.reports  # pending alone is not worth a mutation of its own
+    writer.on_done(_uploaded(quick))  # a file no report has shown: the first report goes now
+    await asyncio.sleep(0.05)
+    first, = sink.reports
+    assert first.at - queued < 0.2
+    assert {u["key"]: u["status"] for u in first.updates} == {
+        quick.key: "available", slow.key: "pending"}  # the other one seen while it uploads
+    writer.on_progress(slow, "r1", 10)
+    await asyncio.sleep(0.4)
+    second = sink.reports[1]
+    assert second.at - first.at >= 0.3 - 0.01
+    assert [(u["key"], u["status"]) for u in second.updates] == [(slow.key, "uploading")]
+    await writer.close()
+
+
+async def test_after_a_quiet_spell_the_first_report_carries_pending_and_progress() -> None:
+    sink = RecordingSink()
+    writer = StatusWriter(sink, interval=0.2)
+    video = _planned("video.mp4", size=1000)
+    queued = time.monotonic()
+    writer.on_queued(video, "r1", 1)
+    writer.on_started(video, "r1")
+    writer.on_progress(video, "r1", 100)
+    await asyncio.sleep(0.3)
+    first, = sink.reports
+    assert first.at - queued >= 0.2 - 0.01
+    assert [(u["status"], u["bytesSent"]) for u in first.updates] == [("uploading", 100)]
+    await writer.close()
+
+
+async def test_one_file_over_many_intervals_keeps_to_the_budget_with_its_manifest() -> None:
+    # ⌈files / 100⌉ + 1 / interval writes a second: the first report one interval in, the
+    # manifest reference in the last one (flush(last=True), as upload_dir ends).
+    sink = RecordingSink()
+    interval = 0.1
+    writer = StatusWriter(sink, interval=interval)
+    video = _planned("video.mp4", size=10_000)
+    started = time.monotonic()
+    writer.on_queued(video, "r1", 1)
+    writer.on_started(video, "r1")
+    while time.monotonic() - started < 1.05:
+        writer.on_progress(video, "r1", 10)
+        await asyncio.sleep(0.005)
+    writer.on_done(_uploaded(video))
+    manifest = _planned("manifest.json", size=10)
+    writer.on_queued(manifest, "r1", 1)
+    writer.on_done(_uploaded(manifest))
+    writer.manifest(ManifestRef("s1", "x", 1, "b", manifest.key, "r1"))
+    await writer.flush(last=True)
+    elapsed = time.monotonic() - started
+    assert len(sink.calls) <= 1 + elapsed / interval, [round(c.at - started, 3) for c in sink.calls]
+    last = sink.calls[-1]
+    assert last.manifests and {u["status"] for u in last.updates} == {"available"}
+    sent = [u["bytesSent"] for u in sink.updates_for(video.key)]
+    assert sent == sorted(sent) and sink.updates_for(video.key)[0]["status"] == "uploading"
+    await writer.close()
+    assert len(sink.calls) <= 1 + elapsed / interval  # nothing left to write at close
+
+
+async def test_the_convex_sink_sends_references_with_the_last_chunk_of_updates() -> None:
+    class Convex:
+        def __init__(self) -> None:
+            self.calls: list[dict[str, Any]] = []
+
+        async def mutation(self, path: str, args: dict[str, Any], **_: Any) -> Any:
+            self.calls.append(args)
+            return {"results": [], "session": {"filesDone": len(self.calls)}}
+
+    convex = Convex()
+    sink = ConvexStatusSink(convex)  # type: ignore[arg-type]
+    updates = [base_update(_planned(f"f{i}.json"), "pending", 1, 0) for i in range(1001)]
+    refs = [ManifestRef("s1", "x", v, "b", f"m{v}.json", "r1") for v in range(12)]
+    progress = await sink.report("s1", "r1", updates, refs)
+    assert [(len(c["updates"]), len(c.get("manifests", []))) for c in convex.calls] == [
+        (500, 0), (500, 0), (1, 10), (0, 2)]
+    assert convex.calls[2]["manifests"][0] == {"sceneId": "x", "version": 0, "bucket": "b",
+                                               "key": "m0.json"}
+    assert progress is not None and progress.files_done == 4
+    convex.calls.clear()
+    assert await sink.report("s1", "r1", []) is None and not convex.calls  # nothing: no call
 
 
 async def test_a_batch_holds_one_session_only() -> None:

@@ -89,7 +89,8 @@ def spooled_entries(directory: Path, url: str) -> list[tuple[int, str, dict[str,
 def call_shape(kind: str, payload: dict[str, Any]) -> tuple[Any, ...]:
     if kind == "report":
         return ("report", payload["runId"], tuple((u["key"], u["status"], u["bytesSent"])
-                                                  for u in payload["updates"]))
+                                                  for u in payload["updates"]),
+                tuple(m["key"] for m in payload.get("manifests", ())))
     if kind == "setManifest":
         return ("setManifest", payload["runId"], payload["key"])
     return ("createSession", payload["sessionId"])
@@ -98,7 +99,8 @@ def call_shape(kind: str, payload: dict[str, Any]) -> tuple[Any, ...]:
 def recorded_shape(call: Any) -> tuple[Any, ...]:
     if call.function == "report":
         return ("report", call.run_id, tuple((u["key"], u["status"], u["bytesSent"])
-                                             for u in call.updates))
+                                             for u in call.updates),
+                tuple(m.key for m in call.manifests))
     if call.function == "setManifest":
         return ("setManifest", call.run_id, call.manifest.key)
     return ("createSession", call.session_id)
@@ -158,8 +160,10 @@ async def test_convex_down_the_files_go_to_s3_the_status_is_spooled_and_delivere
             spooled = spooled_entries(spool_dir, down_convex.url)
             assert len(spooled) == store.spool.spooled == await store.spool.pending() >= 3
             kinds = [kind for _, kind, _ in spooled]
-            assert kinds[0] == "createSession" and kinds[-1] == "setManifest"
-            assert set(kinds[1:-1]) == {"report"}
+            assert kinds[0] == "createSession" and set(kinds[1:]) == {"report"}
+            # The last report carries the manifest reference (uploads:report's manifests).
+            assert [m["key"] for m in spooled[-1][2]["manifests"]] == [
+                f"sessions/{session_id}/scenes/scene/v1/manifest.json"]
             assert [i for i, *_ in spooled] == sorted(i for i, *_ in spooled)
 
             down_convex.start()
@@ -271,7 +275,9 @@ async def test_a_full_spool_is_a_clear_error_and_nothing_is_dropped_silently(
     spool_dir = tmp_path / "spool"
     aws, upload, convex_settings = settings_for(
         bucket, aws_resources.endpoint_url, down_convex.url, down_convex.key,
-        S3_UPLOAD_SPOOL_DIR=str(spool_dir), S3_UPLOAD_SPOOL_MAX_BYTES="4KiB")
+        # Room for the session and the first report (≤ 5 updates, ~1.9 KB) but never for all:
+        # every file's final (~0.4 KB each with checksums) comes after it, with the manifest's.
+        S3_UPLOAD_SPOOL_DIR=str(spool_dir), S3_UPLOAD_SPOOL_MAX_BYTES="2400")
     store = S3Storage(aws, upload, convex=convex_settings)
     with pytest.raises(SpoolFull) as caught:
         async with store:
@@ -284,7 +290,7 @@ async def test_a_full_spool_is_a_clear_error_and_nothing_is_dropped_silently(
     assert "nothing was dropped" in str(caught.value)  # closing could not keep the rest
     spooled = spooled_entries(spool_dir, down_convex.url)
     held = sum(len(json.dumps(p, separators=(",", ":"), ensure_ascii=False)) for *_, p in spooled)
-    assert spooled and held <= 4096
+    assert spooled and held <= 2400
 
     # What the spool accepted is delivered once Convex is back; it was not dropped either.
     down_convex.start()
@@ -390,3 +396,35 @@ async def test_killed_mid_upload_then_run_again_the_later_run_ends_complete(
     async with down_convex.client() as convex:
         state = await state_of(convex, bucket, session_id)
     assert_complete(state, result["runId"], bucket, session_id)  # nothing left `uploading`
+
+
+async def test_a_spool_an_earlier_version_left_report_then_setmanifest_is_still_delivered(
+        aws_resources: AwsResources, bucket: str, down_convex: DownConvex, session_id: str,
+        tmp_path: Path) -> None:
+    """Before the manifest reference rode in the last report, it was a setManifest entry of its
+    own: such a spool, left by an older uploader, is delivered as it was written."""
+    spool_dir = tmp_path / "spool"
+    run_id = "20261201T000000000Z-0ld0ld00"
+    key = f"sessions/{session_id}/scenes/scene/v1/manifest.json"
+    done = {"bucket": bucket, "key": key, "status": "available", "bytesSent": 10,
+            "bytesTotal": 10, "attempt": 1, "size": 10, "etag": "e" * 32,
+            "uploadedAt": 1_800_000_000_000, "sessionId": session_id, "sceneId": "scene",
+            "version": 1, "kind": "manifest", "contentType": "application/json"}
+    with Spool(spool_path(spool_dir, down_convex.url), max_bytes=1 << 20) as spool:
+        spool.append("createSession", {"sessionId": session_id, "ownerId": "alice", "runId": None})
+        spool.append("report", {"sessionId": session_id, "runId": run_id, "updates": [done]})
+        spool.append("setManifest", {"sessionId": session_id, "sceneId": "scene", "version": 1,
+                                     "bucket": bucket, "key": key, "runId": run_id})
+    down_convex.start()
+    aws, upload, convex_settings = settings_for(
+        bucket, aws_resources.endpoint_url, down_convex.url, down_convex.key,
+        S3_UPLOAD_SPOOL_DIR=str(spool_dir))
+    async with down_convex.client() as convex:
+        async with S3Storage(aws, upload, convex=convex_settings) as store:
+            assert store.spool is not None and store.spool.delivered == 3
+            assert store.spool.errors == [] and await store.spool.pending() == 0
+        scene = await convex.query("sessions:scene", {"sessionId": session_id,
+                                                      "sceneId": "scene"})
+        assert [(u["runId"], u["manifest"]["key"]) for u in scene["uploads"]] == [(run_id, key)]
+        found = await convex.query("assets:getByKey", {"bucket": bucket, "key": key})
+        assert found["status"] == "available"

@@ -26,6 +26,7 @@ import type * as model_scenes from "../model/scenes.js";
 import type * as model_sessions from "../model/sessions.js";
 import type * as model_tracking from "../model/tracking.js";
 import type * as model_uploads from "../model/uploads.js";
+import type * as model_uploadsManifest from "../model/uploadsManifest.js";
 import type * as model_urlPolicy from "../model/urlPolicy.js";
 import type * as operations from "../operations.js";
 import type * as ordering from "../ordering.js";
@@ -56,6 +57,7 @@ declare const fullApi: ApiFromModules<{
   "model/sessions": typeof model_sessions;
   "model/tracking": typeof model_tracking;
   "model/uploads": typeof model_uploads;
+  "model/uploadsManifest": typeof model_uploadsManifest;
   "model/urlPolicy": typeof model_urlPolicy;
   operations: typeof operations;
   ordering: typeof ordering;

@@ -1,3 +1,4 @@
+import { ConvexError, type Value } from "convex/values";
 import { afterEach, describe, expect, test, vi } from "vitest";
 import { api, internal } from "../../convex/_generated/api";
 import type { Doc } from "../../convex/_generated/dataModel";
@@ -13,6 +14,7 @@ import {
   STALLED_ERROR,
   type UploadUpdate,
 } from "../../convex/model/uploads";
+import { MAX_REPORT_MANIFESTS } from "../../convex/model/uploadsManifest";
 import { ALICE } from "./identities";
 import {
   BUCKET,
@@ -858,6 +860,102 @@ describe("setManifest", () => {
   });
 });
 
+describe("report with manifests (the last report of an upload_dir)", () => {
+  const ref = { sceneId: "intro", version: 1, bucket: BUCKET, key: MANIFEST };
+  const withManifests = (
+    t: Backend,
+    updates: UploadUpdate[],
+    manifests: (typeof ref)[],
+    runId = RUN,
+  ) =>
+    t.mutation(internal.uploads.report, {
+      sessionId: SESSION,
+      runId,
+      updates,
+      manifests,
+    });
+
+  test("writes the finals and the reference in one call, as report + setManifest do", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    vi.setSystemTime(T0);
+    const t = backend();
+    const answer = await withManifests(t, [done(VIDEO), done(MANIFEST)], [ref]);
+    expect(answer.results).toEqual(["applied", "applied"]);
+    expect(answer.manifests).toEqual(["applied"]);
+    expect(answer.session).toMatchObject({ filesDone: 2, filesTotal: 2 });
+
+    const twoCalls = backend();
+    await report(twoCalls, [done(VIDEO), done(MANIFEST)]);
+    await twoCalls.mutation(internal.uploads.setManifest, {
+      sessionId: SESSION,
+      runId: RUN,
+      ...ref,
+    });
+    const strip = (rows: Awaited<ReturnType<typeof everything>>) =>
+      JSON.parse(
+        JSON.stringify(rows, (k, v) =>
+          ["_id", "_creationTime", "assetId"].includes(k) ? undefined : v,
+        ),
+      );
+    expect(strip(await everything(t))).toEqual(
+      strip(await everything(twoCalls)),
+    );
+    expect((await session(t))!.summary).toMatchObject({ scenes: 1 });
+  });
+
+  test("replayed, or an earlier run's, writes nothing; a later run's replaces it", async () => {
+    const t = backend();
+    await withManifests(t, [done(MANIFEST)], [ref]);
+    const before = await everything(t);
+    const again = await withManifests(t, [done(MANIFEST)], [ref]);
+    expect(again).toMatchObject({
+      results: ["ignored"],
+      manifests: ["ignored"],
+    });
+    const earlier = await withManifests(
+      t,
+      [],
+      [{ ...ref, key: dir("old-manifest.json") }],
+      EARLIER_RUN,
+    );
+    expect(earlier.manifests).toEqual(["ignored"]);
+    expect(await everything(t)).toEqual(before);
+
+    await withManifests(t, [], [ref], LATER_RUN);
+    const scene = await t.run((ctx) => ctx.db.query("scenes").first());
+    expect(scene!.uploads).toMatchObject([{ version: 1, runId: LATER_RUN }]);
+    expect((await session(t))!.summary).toMatchObject({ scenes: 1 });
+  });
+
+  test("a bad reference refuses the whole call, naming it; nothing written", async () => {
+    const t = backend();
+    const before = await everything(t);
+    const refused = await withManifests(
+      t,
+      [done(VIDEO)],
+      [ref, { ...ref, version: -1 }],
+    ).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(refused).toBeInstanceOf(ConvexError);
+    expect((refused as ConvexError<Record<string, Value>>).data).toMatchObject({
+      code: "bad_request",
+      manifest: 1,
+    });
+    expect(await everything(t)).toEqual(before);
+  });
+
+  test(`more than MAX_REPORT_MANIFESTS (${MAX_REPORT_MANIFESTS}) is BatchTooLarge`, async () => {
+    const t = backend();
+    const refs = Array.from({ length: MAX_REPORT_MANIFESTS + 1 }, (_, i) => ({
+      ...ref,
+      version: i,
+    }));
+    await expect(withManifests(t, [], refs)).rejects.toThrow(/BatchTooLarge/);
+  });
+});
+
 describe("sweepStale", () => {
   const sweep = (t: Backend, olderThanMs: number, limit?: number) =>
     t.mutation(internal.uploads.sweepStale, { olderThanMs, limit });
@@ -980,6 +1078,16 @@ describe("the offline spool's delivery (s3convex.storage.spool_sink)", () => {
     () => report(t, [upd(VIDEO, "uploading", { attempt: 2, bytesSent: 500 })]),
     () => report(t, [done(VIDEO, { attempt: 2 }), done(MANIFEST)]),
     () => t.mutation(internal.uploads.setManifest, manifestArgs),
+    // Today's last report carries the reference (an older spool: setManifest).
+    () =>
+      t.mutation(internal.uploads.report, {
+        sessionId: SESSION,
+        runId: RUN,
+        updates: [done(MANIFEST)],
+        manifests: [
+          { sceneId: "intro", version: 1, bucket: BUCKET, key: MANIFEST },
+        ],
+      }),
   ];
 
   test("delivered again (a crash before the spool forgot it), it writes nothing", async () => {

@@ -14,6 +14,8 @@ import {
   MAX_UPLOAD_ERROR,
   type UploadUpdate,
 } from "../../convex/model/uploads";
+import { MAX_REPORT_MANIFESTS } from "../../convex/model/uploadsManifest";
+import { MAX_SCENE_VERSIONS } from "../../convex/model/scenes";
 import { BUCKET, T0, backend, created, type Backend } from "./support";
 
 const MiB = 1 << 20;
@@ -142,6 +144,63 @@ describe("uploads:report at MAX_REPORT_UPDATES", () => {
     expect(used.documentsWritten.used).toBe(n + n + 1);
     expect(used.bytesRead.used).toBeLessThan(0.5 * LIMIT);
     expect(used.bytesWritten.used).toBeLessThan(0.5 * LIMIT);
+  }, 60_000);
+
+  test(`with MAX_REPORT_MANIFESTS references to the largest scene records: fits with headroom`, async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    vi.setSystemTime(T0);
+    const t = backend();
+    const n = MAX_REPORT_UPDATES;
+    await t.mutation(internal.assets.applyEvents, {
+      events: Array.from({ length: n }, (_, i) => largestEvent(i, "01")),
+    });
+    // The largest scene record: MAX_SCENE_VERSIONS uploads of 1 KB keys.
+    const sceneId = (j: number) => "scene-" + String(j).padStart(100, "x");
+    await t.run(async (ctx) => {
+      for (let j = 0; j < MAX_REPORT_MANIFESTS; j++) {
+        await ctx.db.insert("scenes", {
+          sessionId: "s-report",
+          sceneId: sceneId(j),
+          files: {},
+          versions: [],
+          uploads: Array.from({ length: MAX_SCENE_VERSIONS }, (_, v) => ({
+            version: v,
+            runId: "0".repeat(MAX_RUN_ID_LENGTH - 1),
+            manifest: { bucket: BUCKET, key: key(v) },
+            updatedAt: T0,
+          })),
+          createdAt: T0,
+          updatedAt: T0,
+        });
+      }
+    });
+    const { result, used } = await measure(t, (ctx) =>
+      ctx.runMutation(internal.uploads.report, {
+        ...report(
+          "s-report",
+          Array.from({ length: n }, (_, i) => largestUpdate(i, "failed")),
+        ),
+        manifests: Array.from({ length: MAX_REPORT_MANIFESTS }, (_, j) => ({
+          sceneId: sceneId(j),
+          version: 50,
+          bucket: BUCKET,
+          key: key(50),
+        })),
+      }),
+    );
+    console.info(
+      `uploads:report, 500 over 7 KB records + ${MAX_REPORT_MANIFESTS} manifests over the largest scenes`,
+      figures(used),
+    );
+    expect(result.manifests).toEqual(
+      Array.from({ length: MAX_REPORT_MANIFESTS }, () => "applied"),
+    );
+    // The updates' own, and one range, one read and one write per reference.
+    expect(used.databaseQueries.used).toBe(n + n + 2 + MAX_REPORT_MANIFESTS);
+    expect(used.documentsWritten.used).toBe(n + n + 1 + MAX_REPORT_MANIFESTS);
+    // Measured 9.9 MB read, 5.2 MB written.
+    expect(used.bytesRead.used).toBeLessThan(0.65 * LIMIT);
+    expect(used.bytesWritten.used).toBeLessThan(0.4 * LIMIT);
   }, 60_000);
 
   test("inserting the largest updates: fits with headroom", async () => {

@@ -3,7 +3,7 @@
 It lists each file (name, key, size, content type, kind, the file's SHA-256 in hex as
 ``sha256sum`` prints it, what S3 holds as its checksum, ETag, version id, parts and part size) and
 the run id. It is uploaded last, and only once every file is in S3, so a version with a manifest
-is complete; Convex is told of it with ``uploads:setManifest``.
+is complete; Convex is told of it in the run's last ``uploads:report`` (its ``manifests``).
 """
 
 from __future__ import annotations

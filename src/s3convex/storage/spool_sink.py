@@ -20,9 +20,14 @@ An entry leaves the spool only after Convex took it. A crash between the two sen
 a duplicate that writes nothing (convex/UPLOADS.md), and a report that arrives after newer ones
 is ``stale`` by the ordering rule, so delivery is at-least-once and its effect exactly-once.
 
+A report's entry holds its ``manifests`` references (``{sceneId, version, bucket, key}`` of the
+report's session and run) when it carried any; an entry of an earlier version — a report without
+them, a ``setManifest`` of its own — is delivered as it was written.
+
 An entry Convex refuses (the function ran and threw) is dropped — sending it again cannot help —
 with an error log line and a line in :attr:`SpoolingSink.errors`; a report's one refused update
-(``bad_request`` with its ``index``) is dropped alone and the rest delivered. Any other permanent
+or reference (``bad_request`` with its ``index`` or ``manifest``) is dropped alone and the rest
+delivered. Any other permanent
 answer (a wrong deploy key, no such function) stops the delivery, keeps every entry and is
 raised: it names a configuration problem, not a bad entry.
 """
@@ -47,6 +52,7 @@ from s3convex.storage.status import (
     StatusSink,
     StatusUpdate,
     rejected_index,
+    rejected_manifest,
 )
 
 log = logging.getLogger(__name__)
@@ -120,12 +126,15 @@ class SpoolingSink:
                                   lambda: self.inner.create_session(session_id, owner_id, run_id))
         return bool(answer)
 
-    async def report(self, session_id: str, run_id: str,
-                     updates: Sequence[StatusUpdate]) -> SessionProgress | None:
+    async def report(self, session_id: str, run_id: str, updates: Sequence[StatusUpdate],
+                     manifests: Sequence[ManifestRef] = ()) -> SessionProgress | None:
         """Convex's totals, or None when spooled."""
-        payload = {"sessionId": session_id, "runId": run_id, "updates": list(updates)}
-        answer = await self._call("report", payload,
-                                  lambda: self.inner.report(session_id, run_id, updates))
+        payload: dict[str, Any] = {"sessionId": session_id, "runId": run_id,
+                                   "updates": list(updates)}
+        if manifests:
+            payload["manifests"] = [ref.report_args() for ref in manifests]
+        answer = await self._call("report", payload, lambda: self.inner.report(
+            session_id, run_id, updates, manifests))
         return cast(SessionProgress | None, answer)
 
     async def set_manifest(self, manifest: ManifestRef) -> None:
@@ -197,16 +206,21 @@ class SpoolingSink:
 
     async def _deliver_report(self, entry: Entry, updates: list[StatusUpdate]) -> None:
         p = entry.payload
-        while updates:
+        refs = [ManifestRef(session_id=p["sessionId"], scene_id=m["sceneId"],
+                            version=int(m["version"]), bucket=m["bucket"], key=m["key"],
+                            run_id=p["runId"]) for m in p.get("manifests", ())]
+        while updates or refs:
             try:
-                await self.inner.report(p["sessionId"], p["runId"], updates)
+                await self.inner.report(p["sessionId"], p["runId"], updates, refs)
                 return
             except ConvexFunctionError as exc:
-                index = rejected_index(exc)
-                if index is None or not 0 <= index < len(updates):
+                index, manifest = rejected_index(exc), rejected_manifest(exc)
+                if index is not None and 0 <= index < len(updates):
+                    self._refused(entry, f"{updates.pop(index).get('key')}: {exc}")
+                elif manifest is not None and 0 <= manifest < len(refs):
+                    self._refused(entry, f"manifest {refs.pop(manifest).key}: {exc}")
+                else:
                     raise
-                refused = updates.pop(index)
-                self._refused(entry, f"{refused.get('key')}: {exc}")
 
     def _refused(self, entry: Entry, error: str) -> None:
         self.errors.append(f"spooled {entry.kind} #{entry.id}: {error}")

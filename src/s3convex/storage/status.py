@@ -11,9 +11,18 @@ whole directory's files coalesce into a few writes, so Convex never sees one doc
 many times a second (OCC conflicts) and the mutation rate is bounded by the clock, not by the
 upload. Flushes are sequential, so Convex sees each file's updates in order.
 
+The first report after a quiet spell waits one interval too, so the ``pending`` states and the
+first progress go in one mutation — unless a file no report has shown finishes first: then it
+goes at once, so every other file is seen ``pending`` or ``uploading`` while it uploads (only a
+file done before any report skips straight to its final, as coalescing skips any state shorter
+than an interval). The issue's budget is ⌈files / 100⌉ + 2 writes a second: a ``pending`` report
+at t=0, one per interval after it and the final one made a 1 GiB upload one over it.
+
 Final records (``available``/``failed``) go out with the next flush (``S3_UPLOAD_ON_WRITE=true``)
 or are held until :meth:`StatusWriter.commit` (``false``, or inside ``storage.batch(session)``):
-then the progress is flushed and the finals and manifest references are written together.
+then the progress is flushed and the finals and manifest references are written together. A
+manifest reference travels in its run's report (``uploads:report``'s ``manifests``), after the
+records it names: the last write of an ``upload_dir`` is one mutation, not two.
 
 A report Convex cannot take now (unreachable, 5xx) stays pending and is sent again, merged with
 what changed since, with a growing pause; one it refuses (a 4xx, a function error) is dropped and
@@ -45,6 +54,7 @@ log = logging.getLogger(__name__)
 
 Status = Literal["pending", "uploading", "available", "failed"]
 MAX_UPDATES_PER_REPORT = 500  # uploads:report takes at most this many per call
+MAX_MANIFESTS_PER_REPORT = 10  # … and this many manifest references (MAX_REPORT_MANIFESTS)
 CREATE_SESSION, REPORT, SET_MANIFEST = "uploads:createSession", "uploads:report", "uploads:setManifest"
 
 
@@ -81,6 +91,11 @@ class ManifestRef:
     key: str
     run_id: str
 
+    def report_args(self) -> dict[str, Any]:
+        """As ``uploads:report`` takes it in ``manifests`` (the session and run are the report's)."""
+        return {"sceneId": self.scene_id, "version": self.version, "bucket": self.bucket,
+                "key": self.key}
+
 
 @dataclass(frozen=True, slots=True)
 class SessionProgress:
@@ -102,13 +117,17 @@ class SessionProgress:
 
 
 class StatusSink(Protocol):
-    """Where upload status goes: Convex (:class:`ConvexStatusSink`), a fake, the spool in front."""
+    """Where upload status goes: Convex (:class:`ConvexStatusSink`), a fake, the spool in front.
+
+    ``report``'s ``manifests`` are references of the report's session and run, applied after its
+    updates. ``set_manifest`` is what earlier versions sent instead: the writer no longer calls
+    it, a spool still delivers such entries through it."""
 
     async def create_session(self, session_id: str, owner_id: str,
                              run_id: str | None) -> bool: ...
 
-    async def report(self, session_id: str, run_id: str,
-                     updates: Sequence[StatusUpdate]) -> SessionProgress | None: ...
+    async def report(self, session_id: str, run_id: str, updates: Sequence[StatusUpdate],
+                     manifests: Sequence[ManifestRef] = ()) -> SessionProgress | None: ...
 
     async def set_manifest(self, manifest: ManifestRef) -> None: ...
 
@@ -128,17 +147,34 @@ class ConvexStatusSink:
         answer = await self._convex.mutation(CREATE_SESSION, args, retry=self._session_retry)
         return bool(answer.get("created")) if isinstance(answer, dict) else False
 
-    async def report(self, session_id: str, run_id: str,
-                     updates: Sequence[StatusUpdate]) -> SessionProgress | None:
+    async def report(self, session_id: str, run_id: str, updates: Sequence[StatusUpdate],
+                     manifests: Sequence[ManifestRef] = ()) -> SessionProgress | None:
+        """In calls of at most MAX_UPDATES_PER_REPORT updates; the references go with the last
+        (after every update they may name), MAX_MANIFESTS_PER_REPORT a call."""
+        size, refs_size = MAX_UPDATES_PER_REPORT, MAX_MANIFESTS_PER_REPORT
+        # (first update's index, updates, first reference's index, references)
+        calls: list[tuple[int, list[StatusUpdate], int, list[ManifestRef]]] = [
+            (start, list(updates[start:start + size]), 0, [])
+            for start in range(0, len(updates), size)]
+        for first in range(0, len(manifests), refs_size):
+            refs = list(manifests[first:first + refs_size])
+            if not first and calls:
+                calls[-1] = (calls[-1][0], calls[-1][1], 0, refs)
+            else:
+                calls.append((len(updates), [], first, refs))
         progress = None
-        for start in range(0, len(updates), MAX_UPDATES_PER_REPORT):
-            chunk = list(updates[start:start + MAX_UPDATES_PER_REPORT])
+        for start, chunk, first, refs in calls:
+            args: dict[str, Any] = {"sessionId": session_id, "runId": run_id, "updates": chunk}
+            if refs:
+                args["manifests"] = [ref.report_args() for ref in refs]
             try:
-                answer = await self._convex.mutation(REPORT, {
-                    "sessionId": session_id, "runId": run_id, "updates": chunk})
-            except ConvexFunctionError as exc:  # the refused update's index, in all of them
+                answer = await self._convex.mutation(REPORT, args)
+            except ConvexFunctionError as exc:  # the refused item's index, in all of them
                 if rejected_index(exc) is not None and start:
                     exc.error_data = {**exc.error_data, "index": exc.error_data["index"] + start}
+                if rejected_manifest(exc) is not None and first:
+                    exc.error_data = {**exc.error_data,
+                                      "manifest": exc.error_data["manifest"] + first}
                 raise
             progress = SessionProgress.from_answer(answer) or progress
         return progress
@@ -150,20 +186,25 @@ class ConvexStatusSink:
             "runId": manifest.run_id})
 
 
-def rejected_index(error: SyncError) -> int | None:
+def rejected_index(error: SyncError, field: str = "index") -> int | None:
     """The update ``uploads:report`` refused (ConvexError ``bad_request`` with its ``index``):
     the others may be sent again without it (convex/UPLOADS.md)."""
     if not isinstance(error, ConvexFunctionError) or error.code != "bad_request":
         return None
-    index = error.error_data.get("index") if isinstance(error.error_data, dict) else None
+    index = error.error_data.get(field) if isinstance(error.error_data, dict) else None
     return int(index) if isinstance(index, int | float) and not isinstance(index, bool) else None
+
+
+def rejected_manifest(error: SyncError) -> int | None:
+    """The manifest reference ``uploads:report`` refused (``bad_request`` with ``manifest``)."""
+    return rejected_index(error, "manifest")
 
 
 class _Record:
     """What the writer knows of one file; ``version`` counts changes, ``sent`` the last sent."""
 
     __slots__ = ("attempt", "bytes_sent", "failures", "file", "final", "held", "run_id", "sent",
-                 "status", "version", "waiting")
+                 "shown", "status", "version", "waiting")
 
     def __init__(self, file: PlannedFile, run_id: str, attempt: int) -> None:
         self.file, self.run_id, self.attempt = file, run_id, attempt
@@ -175,6 +216,7 @@ class _Record:
         self.waiting = False  # the last failure is the state until the next attempt sends bytes
         self.final: StatusUpdate | None = None  # available/failed, once done
         self.held = False  # the final waits for commit()
+        self.shown = False  # a report has carried one of its states
         self.version, self.sent = 0, -1
 
     def changed(self) -> None:
@@ -242,6 +284,9 @@ class StatusWriter(UploadSubscriber):
         self._batches: dict[str, int] = {}  # session → open storage.batch() blocks
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # something changed since the flush task last looked
+        self._burst_start = -float("inf")  # when changes began after a quiet spell (monotonic)
+        self._finished_unshown = asyncio.Event()  # a file no report has shown is done
         self._failures = 0  # consecutive flushes Convex could not take
         self._last_flush = -float("inf")
         self.errors: list[str] = []  # reports Convex refused (dropped)
@@ -254,11 +299,13 @@ class StatusWriter(UploadSubscriber):
         self._records[(file.bucket, file.key)] = record = _Record(file, run_id, attempt)
         record.changed()
         self._ensure_running()
+        self._woken()
 
     def on_started(self, file: PlannedFile, run_id: str) -> None:
         if (record := self._record(file)) is not None:
             record.status = "uploading"
             record.changed()
+            self._woken()
 
     def on_progress(self, file: PlannedFile, run_id: str, delta: int) -> None:
         if (record := self._record(file)) is not None:
@@ -267,6 +314,7 @@ class StatusWriter(UploadSubscriber):
             if delta > 0:
                 record.waiting = False
             record.changed()
+            self._woken()
 
     def on_retry(self, file: PlannedFile, run_id: str, attempt: int, delay: float,
                  error: SyncError) -> None:
@@ -278,6 +326,7 @@ class StatusWriter(UploadSubscriber):
             record.attempt = attempt
             record.waiting = True
             record.changed()
+            self._woken()
 
     def on_done(self, outcome: UploadedFile | FailedFile) -> None:
         if (record := self._record(outcome.file)) is None:
@@ -288,11 +337,15 @@ class StatusWriter(UploadSubscriber):
         if record.held and isinstance(outcome, UploadedFile):  # meanwhile: every byte sent
             record.status, record.bytes_sent = "uploading", outcome.size
         record.changed()
+        self._woken()
+        if not record.shown:  # the first report now, while the others upload
+            self._finished_unshown.set()
 
     def manifest(self, ref: ManifestRef) -> None:
         """Reference a version's manifest (``uploads:setManifest``) with its final records."""
         (self._held_manifests if self.deferred(ref.session_id) else self._manifests).append(ref)
         self._ensure_running()
+        self._woken()
 
     # --- batching ----------------------------------------------------------------------------
 
@@ -339,7 +392,8 @@ class StatusWriter(UploadSubscriber):
     async def close(self) -> None:
         """Stop the flush task; commit what is held and flush the rest (raises if it cannot)."""
         if self._task is not None:
-            self._task.cancel()
+            async with self._lock:  # not in the middle of a report (it would be sent again)
+                self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
@@ -358,16 +412,36 @@ class StatusWriter(UploadSubscriber):
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="s3convex-upload-status")
 
+    def _woken(self) -> None:
+        if not self._wake.is_set():
+            self._wake.set()
+            self._burst_start = time.monotonic()
+
     async def _run(self) -> None:
-        while True:  # the first flush at once (``pending`` shows), then one per interval
+        """One flush per interval (counted from the end of the last) while things change; the
+        first after a quiet spell one interval after the first change, or at once when a file
+        no report has shown finishes (the module's docstring)."""
+        ended = -float("inf")
+        while True:
+            await self._wake.wait()
+            pause = self.interval
+            if self._failures:
+                pause = max(pause, backoff_delay(self._failures, base=self.interval, cap=10.0))
+            await asyncio.sleep(max(0.0, ended + pause - time.monotonic()))
+            start_due = self._burst_start + self.interval - time.monotonic()
+            if start_due > 0 and not self._finished_unshown.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._finished_unshown.wait(), start_due)
+            self._wake.clear()
+            self._finished_unshown.clear()
             try:
                 await self.flush()
             except Exception:  # never let the status task die while uploads go on
                 log.exception("upload status flush failed")
-            pause = self.interval
-            if self._failures:
-                pause = max(pause, backoff_delay(self._failures, base=self.interval, cap=10.0))
-            await asyncio.sleep(pause)
+            ended = time.monotonic()
+            if self.undelivered:  # not written (Convex away): try again
+                self._wake.set()
+                self._burst_start = -float("inf")
 
     async def _flush(self, *, raise_retryable: bool, gate: bool = True) -> None:
         if not self._manifests and not any(r.dirty for r in self._records.values()):
@@ -378,25 +452,29 @@ class StatusWriter(UploadSubscriber):
         if wait > 0 and gate:
             await asyncio.sleep(wait)
         self._last_flush = time.monotonic()
-        # Taken with the records, so a manifest goes after its own record's final report: a
-        # reference queued while this flush waits on Convex waits for the next one.
-        manifests = len(self._manifests)
+        # Taken with the records, so a manifest reference rides in the report that carries its
+        # own record's final (its run's), after it: one queued while this flush waits on Convex
+        # goes with the next.
         groups: dict[tuple[str, str], list[tuple[_Record, int, int]]] = {}
         for record in self._records.values():
             if record.dirty:
                 group = groups.setdefault((record.file.session_id, record.run_id), [])
                 group.append((record, record.version, len(record.failures)))
+        manifests: dict[tuple[str, str], list[ManifestRef]] = {}
+        for ref in self._manifests:
+            manifests.setdefault((ref.session_id, ref.run_id), []).append(ref)
+            groups.setdefault((ref.session_id, ref.run_id), [])
         for (session_id, run_id), items in groups.items():
+            refs = manifests.get((session_id, run_id), [])
             updates = [update for record, _, _ in items for update in record.updates()]
             try:
-                progress = await self._report(session_id, run_id, updates)
+                progress = await self._report(session_id, run_id, updates, refs)
             except RetryableError as exc:
                 self._failures += 1
                 self.last_error = exc
-                manifests = 0  # not before the records they name
                 log.warning("upload status not written, will retry", extra={
                     "session_id": session_id, "run_id": run_id, "updates": len(items),
-                    "error": str(exc)})
+                    "manifests": len(refs), "error": str(exc)})
                 if raise_retryable:
                     raise
                 continue
@@ -409,45 +487,35 @@ class StatusWriter(UploadSubscriber):
                 if progress is not None:
                     self.sessions[session_id] = progress
             for record, version, failures in items:
+                record.shown = True
                 record.sent = max(record.sent, version)
                 del record.failures[:failures]
-        await self._send_manifests(manifests, raise_retryable=raise_retryable)
+            self._manifests = [m for m in self._manifests if m not in refs]
         self._forget_finished()
 
-    async def _report(self, session_id: str, run_id: str,
-                      updates: list[StatusUpdate]) -> SessionProgress | None:
-        """One report; an update Convex refuses is dropped (and kept in :attr:`errors`) and
-        the rest is sent again, as convex/UPLOADS.md asks."""
+    async def _report(self, session_id: str, run_id: str, updates: list[StatusUpdate],
+                      refs: list[ManifestRef]) -> SessionProgress | None:
+        """One report; an update or reference Convex refuses is dropped (and kept in
+        :attr:`errors`) and the rest is sent again, as convex/UPLOADS.md asks."""
+        refs = list(refs)  # the caller's list says what was taken from the queue
         while True:
             try:
-                return await self._sink.report(session_id, run_id, updates)
+                return await self._sink.report(session_id, run_id, updates, refs)
             except ConvexFunctionError as exc:
-                index = rejected_index(exc)
-                if index is None or not 0 <= index < len(updates):
-                    raise
-                refused = updates.pop(index)
+                index, manifest = rejected_index(exc), rejected_manifest(exc)
                 reason = exc.error_data.get("reason") if isinstance(exc.error_data, dict) else None
-                self.errors.append(f"{REPORT} {refused['key']}: {reason or exc}")
-                log.error("upload status update refused by Convex", extra={
-                    "session_id": session_id, "run_id": run_id, "key": refused["key"],
-                    "error": str(reason or exc)})
-                if not updates:
-                    return None
-
-    async def _send_manifests(self, count: int, *, raise_retryable: bool) -> None:
-        for _ in range(count):
-            ref = self._manifests[0]
-            try:
-                await self._sink.set_manifest(ref)
-            except RetryableError as exc:
-                self._failures += 1
-                self.last_error = exc
-                if raise_retryable:
+                if index is not None and 0 <= index < len(updates):
+                    what = updates.pop(index)["key"]
+                elif manifest is not None and 0 <= manifest < len(refs):
+                    what = f"{SET_MANIFEST} {refs.pop(manifest).key}"
+                else:
                     raise
-                return
-            except SyncError as exc:
-                self.errors.append(f"{SET_MANIFEST} {ref.key}: {exc}")
-            self._manifests.pop(0)
+                self.errors.append(f"{REPORT} {what}: {reason or exc}")
+                log.error("upload status update refused by Convex", extra={
+                    "session_id": session_id, "run_id": run_id, "key": what,
+                    "error": str(reason or exc)})
+                if not updates and not refs:
+                    return None
 
     def _forget_finished(self) -> None:
         for where, record in list(self._records.items()):

@@ -5,7 +5,8 @@
 whole-file PUT holds one slot, each part one slot, from the moment its bytes are read until its
 request is answered — so memory held is at most ``concurrency`` × max(threshold, part size),
 whatever the files' sizes. Bodies are read, and hashed for their request, by one reader thread
-in the order asked; a multipart file's own SHA-256 runs on the shared pool.
+for parts and one for whole-file PUTs, each in the order asked; a multipart file's own SHA-256
+runs on the shared pool.
 
 A file at or above ``multipart_threshold`` is sent in parts (CreateMultipartUpload, UploadPart…,
 CompleteMultipartUpload). Each part is read from the file when its slot is free (a 2 GiB file
@@ -217,6 +218,11 @@ class Transfer:
         # The pool does the files' own hashes. The thread ends when this Transfer is dropped
         # (ThreadPoolExecutor's own).
         self._reader = ThreadPoolExecutor(READERS, thread_name_prefix="s3convex-read")
+        # Whole-file PUTs (below the threshold) have a reader of their own: behind one reader, a
+        # small file that got a slot waited for every part queued before it to be read and
+        # hashed (10-50 ms an 8 MiB part under load) — a scene's json files queued behind its videos. Its
+        # buffers are at most one threshold each, and a single big file never uses it.
+        self._file_reader = ThreadPoolExecutor(1, thread_name_prefix="s3convex-read-file")
         self._opener = opener
         self._clock = clock
         events = getattr(getattr(s3, "meta", None), "events", None)
@@ -255,7 +261,7 @@ class Transfer:
                       limiter: Limiter) -> tuple[Any, ...]:
         async with limiter.slot(file.size):
             progress.start()
-            body, digest = await self._read(file, 0, file.size, None)
+            body, digest = await self._read(file, 0, file.size, None, reader=self._file_reader)
             self._unchanged(file)
             params = self._object_params(file, progress.run_id)
             if self.config.checksum == "sha256":
@@ -430,14 +436,15 @@ class Transfer:
     async def _retrying(self, progress: FileProgress, call: Callable[[], Awaitable[T]]) -> T:
         return await with_retries(call, self.config.retry, on_retry=progress.retrying)
 
-    async def _read(self, file: PlannedFile, offset: int, length: int,
-                    whole: Any | None) -> tuple[ProgressBody, bytes]:
+    async def _read(self, file: PlannedFile, offset: int, length: int, whole: Any | None, *,
+                    reader: Executor | None = None) -> tuple[ProgressBody, bytes]:
         """Bytes [offset, offset+length) of the file and their SHA-256, fed to ``whole`` too
         (the file's hash, when there are parts), on the pool: hashlib releases the GIL."""
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(
-                self._reader, _read_part, self._opener, file.path, offset, length, whole)
+                reader or self._reader, _read_part, self._opener, file.path, offset, length,
+                whole)
         except (OSError, EOFError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise FileUnreadable(f"{file.path}: {reason}",
