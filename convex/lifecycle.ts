@@ -38,7 +38,7 @@ import {
 import { sceneBy } from "./model/scenes";
 import { sessionBy, stateOf } from "./model/sessions";
 import { trackChanges } from "./model/tracking";
-import { sessionDeletion } from "./schema";
+import { cleanupRunFields, sessionDeletion } from "./schema";
 
 // --- session deletion -------------------------------------------------------
 
@@ -660,36 +660,13 @@ export const backlog = internalQuery({
 
 // --- the audit of cleanup runs ----------------------------------------------
 
-const runCounts = {
-  examined: v.number(),
-  deleted: v.number(),
-  bytesDeleted: v.number(),
-  failed: v.number(),
-  gaveUp: v.number(),
-  skipped: v.number(),
-};
-
 /**
  * Writes a run's audit row: created on the first call, its counts replaced
  * on each later one (the worker calls it once per batch and at the end), so
  * a run killed half-way still shows what it did. 1 index range, 1 write.
  */
 export const recordRun = internalMutation({
-  args: {
-    runId: v.string(),
-    operator: v.string(),
-    host: v.optional(v.string()),
-    dryRun: v.boolean(),
-    sessionId: v.optional(v.string()),
-    status: v.union(
-      v.literal("running"),
-      v.literal("completed"),
-      v.literal("failed"),
-    ),
-    ...runCounts,
-    errors: v.array(v.object({ key: v.string(), code: v.string() })),
-    error: v.optional(v.string()),
-  },
+  args: cleanupRunFields,
   returns: v.id("cleanupRuns"),
   handler: async (ctx, args) => {
     const now = Date.now();

@@ -161,6 +161,29 @@ export const objectFields = {
  * tombstone keeps the deleted object's etag/size while the removal that made
  * it carried none.
  */
+/** A cleanup run as its worker reports it (`lifecycle:recordRun`'s arguments). */
+export const cleanupRunFields = {
+  runId: v.string(),
+  operator: v.string(),
+  host: v.optional(v.string()),
+  dryRun: v.boolean(),
+  sessionId: v.optional(v.string()),
+  status: v.union(
+    v.literal("running"),
+    v.literal("completed"),
+    v.literal("failed"),
+  ),
+  examined: v.number(),
+  deleted: v.number(),
+  bytesDeleted: v.number(),
+  failed: v.number(),
+  gaveUp: v.number(),
+  skipped: v.number(),
+  // The first few failures, key and S3's code.
+  errors: v.array(v.object({ key: v.string(), code: v.string() })),
+  error: v.optional(v.string()),
+};
+
 export const appliedEvent = v.object({
   type: eventType,
   etag: v.optional(v.string()),
@@ -512,25 +535,7 @@ export default defineSchema({
   // Audit trail of cleanup runs (the daemon's worker, `s3convex cleanup`),
   // one row per run (convex/lifecycle.ts).
   cleanupRuns: defineTable({
-    runId: v.string(),
-    operator: v.string(),
-    host: v.optional(v.string()),
-    dryRun: v.boolean(),
-    sessionId: v.optional(v.string()),
-    status: v.union(
-      v.literal("running"),
-      v.literal("completed"),
-      v.literal("failed"),
-    ),
-    examined: v.number(),
-    deleted: v.number(),
-    bytesDeleted: v.number(),
-    failed: v.number(),
-    gaveUp: v.number(),
-    skipped: v.number(),
-    // The first few failures, key and S3's code.
-    errors: v.array(v.object({ key: v.string(), code: v.string() })),
-    error: v.optional(v.string()),
+    ...cleanupRunFields,
     startedAt: v.number(),
     finishedAt: v.optional(v.number()),
   })
