@@ -51,8 +51,7 @@ from s3convex.storage.status import (
     SessionProgress,
     StatusSink,
     StatusUpdate,
-    rejected_index,
-    rejected_manifest,
+    drop_refused,
 )
 
 log = logging.getLogger(__name__)
@@ -214,13 +213,10 @@ class SpoolingSink:
                 await self.inner.report(p["sessionId"], p["runId"], updates, refs)
                 return
             except ConvexFunctionError as exc:
-                index, manifest = rejected_index(exc), rejected_manifest(exc)
-                if index is not None and 0 <= index < len(updates):
-                    self._refused(entry, f"{updates.pop(index).get('key')}: {exc}")
-                elif manifest is not None and 0 <= manifest < len(refs):
-                    self._refused(entry, f"manifest {refs.pop(manifest).key}: {exc}")
-                else:
+                what = drop_refused(exc, updates, refs)
+                if what is None:
                     raise
+                self._refused(entry, f"{what}: {exc}")
 
     def _refused(self, entry: Entry, error: str) -> None:
         self.errors.append(f"spooled {entry.kind} #{entry.id}: {error}")

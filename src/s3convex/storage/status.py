@@ -200,6 +200,18 @@ def rejected_manifest(error: SyncError) -> int | None:
     return rejected_index(error, "manifest")
 
 
+def drop_refused(error: SyncError, updates: list[StatusUpdate], refs: list[ManifestRef],
+                 ) -> str | None:
+    """Take the update or reference ``uploads:report`` refused out of ``updates`` / ``refs``,
+    so the rest can be sent again; what it was (its key), or None when ``error`` names none."""
+    index, manifest = rejected_index(error), rejected_manifest(error)
+    if index is not None and 0 <= index < len(updates):
+        return str(updates.pop(index).get("key"))
+    if manifest is not None and 0 <= manifest < len(refs):
+        return f"manifest {refs.pop(manifest).key}"
+    return None
+
+
 class _Record:
     """What the writer knows of one file; ``version`` counts changes, ``sent`` the last sent."""
 
@@ -502,14 +514,10 @@ class StatusWriter(UploadSubscriber):
             try:
                 return await self._sink.report(session_id, run_id, updates, refs)
             except ConvexFunctionError as exc:
-                index, manifest = rejected_index(exc), rejected_manifest(exc)
-                reason = exc.error_data.get("reason") if isinstance(exc.error_data, dict) else None
-                if index is not None and 0 <= index < len(updates):
-                    what = updates.pop(index)["key"]
-                elif manifest is not None and 0 <= manifest < len(refs):
-                    what = f"{SET_MANIFEST} {refs.pop(manifest).key}"
-                else:
+                what = drop_refused(exc, updates, refs)
+                if what is None:
                     raise
+                reason = exc.error_data.get("reason") if isinstance(exc.error_data, dict) else None
                 self.errors.append(f"{REPORT} {what}: {reason or exc}")
                 log.error("upload status update refused by Convex", extra={
                     "session_id": session_id, "run_id": run_id, "key": what,
