@@ -41,7 +41,7 @@ from convex_local.launcher import (
 )
 from s3convex.adapters.convex import ConvexClient
 
-pytest_plugins = ["tests.backends"]
+pytest_plugins = ["tests.backends", "tests.storage_support"]
 
 
 @pytest.fixture(scope="session")

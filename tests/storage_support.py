@@ -1,5 +1,6 @@
-"""Helpers of the storage tests (tests/test_storage*.py): settings for a test's bucket, a scene
-directory, a status sink that records what it is asked, S3 clients that fail or slow down on cue."""
+"""Helpers of the storage tests (tests/test_storage*.py, test_upload*.py): settings for a test's
+bucket, a scene directory, a status sink that records what it is asked, S3 clients that fail or
+slow down on cue; and their fixtures, ``bucket`` and ``session_id`` (a plugin of conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ import hashlib
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from s3convex.core.errors import StorageUnavailable
 from s3convex.settings import AwsSettings, ConvexSettings, UploadSettings, load
 from s3convex.storage import ManifestRef, SessionProgress, StatusSink, StatusUpdate
+from tests.backends import AwsResources
 
 MiB = 1024 * 1024
 # Small enough that the scene's 12 MiB video goes in 3 parts (S3's smallest part is 5 MiB).
@@ -23,6 +28,18 @@ TEST_UPLOAD = {"S3_UPLOAD_MULTIPART_THRESHOLD": "5MiB", "S3_UPLOAD_PART_SIZE": "
                "S3_UPLOAD_STATUS_INTERVAL_MS": "200"}
 SCENE_FILES = ("video.mp4", "scene.py", "metadata.json", "thumbnail.png", "subtitles.vtt")
 
+
+
+@pytest.fixture
+def bucket(aws_resources: AwsResources) -> str:
+    """The test's own bucket, created."""
+    aws_resources.client("s3").create_bucket(Bucket=aws_resources.bucket)
+    return aws_resources.bucket
+
+
+@pytest.fixture
+def session_id() -> str:
+    return f"s-{uuid.uuid4().hex[:10]}"
 
 def make_scene(folder: Path, *, video_bytes: int = 12 * MiB) -> dict[str, bytes]:
     """A rendered scene: a video large enough for parts, its source, metadata, thumbnail, subtitles."""

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +46,6 @@ from tests.storage_support import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def bucket(aws_resources: AwsResources) -> str:
-    aws_resources.client("s3").create_bucket(Bucket=aws_resources.bucket)
-    return aws_resources.bucket
-
-
-@pytest.fixture
-def session_id() -> str:
-    return f"s-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture

@@ -24,12 +24,6 @@ from tests.storage_support import SCENE_FILES, MiB, RecordingSink, make_scene, s
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def bucket(aws_resources: AwsResources) -> str:
-    aws_resources.client("s3").create_bucket(Bucket=aws_resources.bucket)
-    return aws_resources.bucket
-
-
 def _b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 

@@ -11,17 +11,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from s3convex.storage import S3Storage
 from tests.backends import AwsResources
 from tests.storage_support import MiB, RecordingSink, settings_for
-
-
-@pytest.fixture
-def bucket(aws_resources: AwsResources) -> str:
-    aws_resources.client("s3").create_bucket(Bucket=aws_resources.bucket)
-    return aws_resources.bucket
 
 
 def _scene(folder: Path) -> dict[str, bytes]:

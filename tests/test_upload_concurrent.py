@@ -13,8 +13,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from convex_local.launcher import LocalConvex
 from s3convex.adapters.convex import ConvexClient
 from tests.backends import AwsResources
@@ -22,12 +20,6 @@ from tests.storage_support import SCENE_FILES, TEST_UPLOAD, make_scene
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_FILES = (*SCENE_FILES, "manifest.json")
-
-
-@pytest.fixture
-def bucket(aws_resources: AwsResources) -> str:
-    aws_resources.client("s3").create_bucket(Bucket=aws_resources.bucket)
-    return aws_resources.bucket
 
 
 def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[str]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import pytest
-
 from s3convex.adapters.convex import ConvexClient
 from s3convex.storage import ConvexStatusSink, S3Storage
 from tests.backends import AwsResources
@@ -21,12 +19,6 @@ from tests.storage_support import (
     open_s3,
     settings_for,
 )
-
-
-@pytest.fixture
-def bucket(aws_resources: AwsResources) -> str:
-    aws_resources.client("s3").create_bucket(Bucket=aws_resources.bucket)
-    return aws_resources.bucket
 
 
 async def test_503s_are_retried_a_file_that_keeps_failing_is_failed_and_retry_failed_completes_it(

@@ -44,17 +44,6 @@ ROOT = Path(__file__).resolve().parent.parent
 ALL_FILES = (*SCENE_FILES, "manifest.json")
 
 
-@pytest.fixture
-def bucket(aws_resources: AwsResources) -> str:
-    aws_resources.client("s3").create_bucket(Bucket=aws_resources.bucket)
-    return aws_resources.bucket
-
-
-@pytest.fixture
-def session_id() -> str:
-    return f"s-{uuid.uuid4().hex[:10]}"
-
-
 class DownConvex:
     """A Convex deployment's address and key, with no server behind it until :meth:`start`."""
 
