@@ -141,3 +141,15 @@ class Stack:
 
     async def history(self, key: str) -> list[dict[str, Any]]:
         return await self.convex.query("assets:history", {"bucket": self.bucket, "key": key})
+
+
+def log_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON log lines of a daemon's log file; any other line (a traceback, a partial last
+    line) is skipped."""
+    lines = []
+    for raw in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except ValueError:
+            continue
+    return lines

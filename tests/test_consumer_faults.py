@@ -7,7 +7,6 @@ invisible on the queue, nothing lands in the DLQ.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from pydantic import SecretStr
 from convex_local.launcher import start_local_convex
 from s3convex.adapters.convex import ConvexClient
 from tests.backends import free_port
-from tests.stack import Stack
+from tests.stack import Stack, log_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -39,19 +38,11 @@ async def _assert_all_landed_once(stack: Stack, keys: list[str]) -> None:
     assert stack.take_all(stack.dlq_url) == []
 
 
-def _log_lines(path: Path) -> list[dict]:
-    lines = []
-    for raw in path.read_text().splitlines():
-        try:
-            lines.append(json.loads(raw))
-        except ValueError:
-            continue
-    return lines
 
 
 async def _wait_for_log(path: Path, message: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    while not any(line.get("msg") == message for line in _log_lines(path)):
+    while not any(line.get("msg") == message for line in log_lines(path)):
         assert time.monotonic() < deadline, f"no {message!r} in {path.read_text()[-2000:]}"
         await asyncio.sleep(0.05)
 
@@ -100,7 +91,7 @@ async def test_kill_9_mid_drain_then_restart_loses_nothing(stack: Stack, tmp_pat
     await _wait_for_log(log, "flush")
     first.send_signal(signal.SIGKILL)
     first.wait(10)
-    applied_before_restart = sum(1 for line in _log_lines(log) if line.get("msg") == "flush")
+    applied_before_restart = sum(1 for line in log_lines(log) if line.get("msg") == "flush")
     assert applied_before_restart >= 1
 
     second = stack.spawn("--drain", log_path=tmp_path / "restart.log")
@@ -126,7 +117,7 @@ async def test_sigterm_under_load_exits_cleanly_and_leaves_nothing_invisible(
     assert code == 0, log.read_text()[-3000:]
     assert took < 3 + 10, f"exit took {took:.1f}s for a 3s grace period"  # grace + closing clients
     assert stack.depth()["invisible"] == 0  # unfinished work was released, not left hidden
-    stopped = [line for line in _log_lines(log) if line.get("msg") == "consumer stopped"]
+    stopped = [line for line in log_lines(log) if line.get("msg") == "consumer stopped"]
     assert stopped and stopped[0]["failed"] is False
     assert stopped[0]["released"] > 0  # the release path was really exercised
 

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from collections import defaultdict
@@ -27,7 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.backends import free_port
-from tests.stack import Stack
+from tests.stack import Stack, log_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -133,14 +132,6 @@ async def _until(check: Any, what: str, timeout: float = 60.0) -> Any:
         await asyncio.sleep(0.25)
 
 
-def _log_lines(path: Path) -> list[dict[str, Any]]:
-    lines = []
-    for raw in path.read_text().splitlines():
-        try:
-            lines.append(json.loads(raw))
-        except ValueError:
-            continue
-    return lines
 
 
 async def test_a_running_daemon_exports_what_a_drain_caused(stack: Stack, tmp_path: Path) -> None:
@@ -249,7 +240,7 @@ async def _assert_otlp(stack: Stack, collector: Collector, keys: list[str], queu
     assert len(mutations) == UPLOADS
     # Each upload's message: its span, apply and ack below it, and the id in Convex's history
     # row, with the commit id of the mutation span and of the flush log line.
-    flush_commits = {line["commit"] for line in _log_lines(log_path) if line.get("msg") == "flush"}
+    flush_commits = {line["commit"] for line in log_lines(log_path) if line.get("msg") == "flush"}
     span_commits = {a.value.string_value for s in mutations for a in s.attributes if a.key == "s3convex.commit"}
     assert len(flush_commits) == UPLOADS and flush_commits == span_commits
     for key in keys:
