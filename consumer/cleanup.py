@@ -1,7 +1,7 @@
 """The cleanup worker (R4.2, R4.4): removes from S3 what Convex marked ``cleanup_pending``.
 
 A deleted session's assets and obsolete scene versions are marked in Convex first
-(``sessions:delete``, ``lifecycle:markRetention``); once the grace has passed they are *due*.
+(``sessions:delete``, ``retention:mark``); once the grace has passed they are *due*.
 One pass (:meth:`CleanupWorker.run_once`):
 
 1. ``lifecycle:due`` pages the due records (≤ 1,000, the longest due first);

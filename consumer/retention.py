@@ -1,11 +1,11 @@
 """Retention of obsolete scene versions (R4.3): what the policy would remove, and marking it.
 
 The policy (``RETENTION_KEEP_VERSIONS``, ``RETENTION_MAX_AGE_DAYS``) is decided in Convex from
-each scene's version history (``lifecycle:retentionPlan``; convex/LIFECYCLE.md): never the
+each scene's version history (``retention:plan``; convex/LIFECYCLE.md): never the
 current version, nor a newer one still arriving. What Convex cannot see is inside the current
 version's ``manifest.json``: the keys it lists are read from S3 here and never marked.
 :meth:`Retention.apply` marks each obsolete version's files ``cleanup_pending`` with reason
-``retention`` (``lifecycle:markRetention``, which re-decides the version from the scene as it is
+``retention`` (``retention:mark``, which re-decides the version from the scene as it is
 then), and the cleanup worker (consumer/cleanup.py) removes them like any other.
 """
 
@@ -75,7 +75,7 @@ class Retention:
         """Every obsolete version with files left to remove, scene by scene."""
         cursor: str | None = None
         while True:
-            page = await self._convex.query("lifecycle:retentionPlan", {
+            page = await self._convex.query("retention:plan", {
                 **self._policy.args(), **({"sessionId": session} if session else {}),
                 "cursor": cursor, "numItems": SCENES_PER_PAGE})
             for scene in page["scenes"]:
@@ -99,7 +99,7 @@ class Retention:
         """Marks every obsolete version's files for removal; totals of what was marked."""
         marked = versions = size = refused = 0
         async for obsolete in self.plan(session=session):
-            answer = await self._convex.mutation("lifecycle:markRetention", {
+            answer = await self._convex.mutation("retention:mark", {
                 **self._policy.args(), "sessionId": obsolete.session_id,
                 "sceneId": obsolete.scene_id, "version": obsolete.version, "actor": actor,
                 "protectedKeys": list(obsolete.protected_keys)})

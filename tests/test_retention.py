@@ -1,4 +1,4 @@
-"""Retention (consumer/retention.py, ``lifecycle:retentionPlan`` / ``markRetention``): 7 versions
+"""Retention (consumer/retention.py, ``retention:plan`` / ``retention:mark``): 7 versions
 of a scene with keep=3 → exactly the 3 oldest obsolete, never the current; the current
 manifest's keys are protected; plan lists sizes, apply marks, the worker removes. Also the CLI
 (``s3convex retention plan|apply``) as a real process."""

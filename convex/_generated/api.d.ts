@@ -30,6 +30,7 @@ import type * as model_uploadsManifest from "../model/uploadsManifest.js";
 import type * as model_urlPolicy from "../model/urlPolicy.js";
 import type * as operations from "../operations.js";
 import type * as ordering from "../ordering.js";
+import type * as retention from "../retention.js";
 import type * as sessions from "../sessions.js";
 import type * as trace from "../trace.js";
 import type * as uploads from "../uploads.js";
@@ -61,6 +62,7 @@ declare const fullApi: ApiFromModules<{
   "model/urlPolicy": typeof model_urlPolicy;
   operations: typeof operations;
   ordering: typeof ordering;
+  retention: typeof retention;
   sessions: typeof sessions;
   trace: typeof trace;
   uploads: typeof uploads;

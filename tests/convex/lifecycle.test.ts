@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, test, vi } from "vitest";
 import { api, internal } from "../../convex/_generated/api";
 import type { Id } from "../../convex/_generated/dataModel";
-import { obsoleteVersions } from "../../convex/lifecycle";
+import { obsoleteVersions } from "../../convex/retention";
 import { ALICE, BOB, HOUR, apply } from "./identities";
 import { BUCKET, T0, backend, created, removed, type Backend } from "./support";
 
@@ -279,7 +279,7 @@ describe("retention", () => {
 
   test("plan and apply mark an obsolete version, re-checked against the scene", async () => {
     const t = await seeded();
-    const plan = await t.query(internal.lifecycle.retentionPlan, {
+    const plan = await t.query(internal.retention.plan, {
       keep: 1,
       cursor: null,
       numItems: 10,
@@ -290,7 +290,7 @@ describe("retention", () => {
       ["c", [1]],
     ]);
     const mark = (version: number, protectedKeys?: string[]) =>
-      t.mutation(internal.lifecycle.markRetention, {
+      t.mutation(internal.retention.mark, {
         keep: 1,
         sessionId: "s1",
         sceneId: "a",
